@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Why sequence numbers over a ring: slot = seq % cap makes push, lease, ack
+ * and drop O(1) without moving data, and an acknowledgement for samples that
+ * were meanwhile dropped by overflow is simply a no-op (seq < head).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/util.h"
+#include "memq.h"
+
+struct memq {
+	struct eb_sample *ring;
+	size_t cap;
+	uint64_t head, sent, tail;
+	uint64_t pushed, acked, dropped;
+	char dropped_name[128];
+};
+
+struct memq *memq_new(size_t cap)
+{
+	struct memq *q = calloc(1, sizeof(*q));
+
+	if (!q || !cap)
+		return memq_free(q);
+	q->ring = calloc(cap, sizeof(*q->ring));
+	if (!q->ring)
+		return memq_free(q);
+	q->cap = cap;
+	return q;
+}
+
+static struct eb_sample *slot(const struct memq *q, uint64_t seq)
+{
+	return &q->ring[seq % q->cap];
+}
+
+static void release(struct memq *q, uint64_t seq)
+{
+	struct eb_sample *s = slot(q, seq);
+
+	s->meta = sensor_meta_unref(s->meta);
+}
+
+struct memq *memq_free(struct memq *q)
+{
+	if (!q)
+		return NULL;
+	if (q->ring)
+		for (uint64_t s = q->head; s < q->tail; s++)
+			release(q, s);
+	free(q->ring);
+	free(q);
+	return NULL;
+}
+
+int memq_push(struct memq *q, const struct eb_sample *s,
+	      const char **dropped_sensor)
+{
+	int dropped = 0;
+
+	if (q->tail - q->head == q->cap) {
+		struct eb_sample *old = slot(q, q->head);
+
+		if (old->meta)
+			eb_strlcpy(q->dropped_name, old->meta->name,
+				   sizeof(q->dropped_name));
+		if (dropped_sensor)
+			*dropped_sensor = q->dropped_name;
+		release(q, q->head);
+		q->head++;
+		if (q->sent < q->head)
+			q->sent = q->head;
+		q->dropped++;
+		dropped = 1;
+	}
+	*slot(q, q->tail) = *s;
+	sensor_meta_ref(s->meta);
+	q->tail++;
+	q->pushed++;
+	return dropped;
+}
+
+size_t memq_pending(const struct memq *q)
+{
+	return (size_t)(q->tail - q->sent);
+}
+
+const struct eb_sample *memq_pending_at(const struct memq *q, size_t i)
+{
+	return slot(q, q->sent + i);
+}
+
+uint64_t memq_lease(struct memq *q, size_t n)
+{
+	if (n > memq_pending(q))
+		n = memq_pending(q);
+	q->sent += n;
+	return q->sent;
+}
+
+void memq_ack_upto(struct memq *q, uint64_t seq)
+{
+	if (seq > q->sent)
+		seq = q->sent;
+	while (q->head < seq) {
+		release(q, q->head);
+		q->head++;
+		q->acked++;
+	}
+}
+
+void memq_unlease_all(struct memq *q)
+{
+	q->sent = q->head;
+}
+
+void memq_get_stats(const struct memq *q, struct memq_stats *st)
+{
+	st->pushed = q->pushed;
+	st->acked = q->acked;
+	st->dropped = q->dropped;
+	st->queued = (size_t)(q->tail - q->head);
+	st->pending = memq_pending(q);
+	st->cap = q->cap;
+}
