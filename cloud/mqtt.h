@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * MQTT transport: libmosquitto driven by the daemon's epoll loop (no
+ * mosquitto_loop_start, no polling), TLS through a context built by hsm/,
+ * and reconnection with capped, jittered exponential backoff.
+ */
+#ifndef EB_MQTT_H
+#define EB_MQTT_H
+
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/report.h"
+#include "../common/util.h"
+#include "../daemon/loop.h"
+
+struct mqtt;
+
+struct mqtt_handler {
+	void (*connected)(void *ud);
+	void (*disconnected)(void *ud);
+	/* QoS 1 PUBACK for the publish with this message id */
+	void (*published)(void *ud, int mid);
+	void (*message)(void *ud, const char *topic, const void *payload,
+			size_t len);
+};
+
+struct mqtt_opts {
+	const char *host;
+	unsigned port;
+	const char *client_id;
+	unsigned keepalive_s;
+	unsigned max_inflight;
+	uint64_t backoff_min_ms;
+	uint64_t backoff_max_ms;
+	SSL_CTX *tls; /* referenced, not owned */
+	eb_report_fn report;
+};
+
+struct mqtt *mqtt_new(struct loop *loop, const struct mqtt_opts *opts,
+		      const struct mqtt_handler *h, void *ud,
+		      struct eb_err *err);
+struct mqtt *mqtt_free(struct mqtt *m);
+
+/* First connection attempt now; later ones follow the backoff. */
+void mqtt_start(struct mqtt *m);
+/* Sends DISCONNECT and stops reconnecting. */
+void mqtt_stop(struct mqtt *m);
+
+bool mqtt_connected(const struct mqtt *m);
+/* 0 and *mid set, or -errno (-ENOTCONN when not connected). */
+int mqtt_publish(struct mqtt *m, const char *topic, const void *payload,
+		 size_t len, int qos, int *mid);
+int mqtt_subscribe(struct mqtt *m, const char *topic, int qos);
+/* Has every queued packet been written to the socket? */
+bool mqtt_idle(const struct mqtt *m);
+
+#endif

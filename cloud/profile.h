@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A cloud profile: how one platform wants its messages.  The uplink in
+ * cloud.c is written against this table only; adding a platform means one
+ * file and one entry in profile_find().
+ */
+#ifndef EB_PROFILE_H
+#define EB_PROFILE_H
+
+#include <stddef.h>
+
+#include "../common/sample.h"
+#include "../config/config.h"
+
+struct cloud_profile {
+	const char *name;
+	const char *uplink_topic; /* where samples are published */
+	size_t max_payload;	  /* platform's publish limit in bytes */
+	/* A batch is open + rec (sep rec)* + close. */
+	const char *batch_open, *batch_sep, *batch_close;
+	/* The message published on every connect, or 0 bytes for none.
+	 * Returns its length, or -ENOSPC. */
+	int (*bootstrap)(const struct eb_config *c, const char *version,
+			 char *buf, size_t len);
+	/* One sample as one record.  Returns its length, -ENOSPC when it
+	 * does not fit, -EDOM when it cannot be expressed (NaN). */
+	int (*format)(const struct eb_sample *s, char *buf, size_t len);
+};
+
+const struct cloud_profile *profile_find(const char *name);
+
+extern const struct cloud_profile profile_cumulocity;
+
+/* Cumulocity helpers, exported for the unit tests. */
+int c8y_format_time(int64_t time_ms, char *buf, size_t len);
+int c8y_field(const char *value, char *buf, size_t len);
+
+#endif
