@@ -1,0 +1,465 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * edgebridged: reads local sensors and sends their samples to the cloud
+ * over MQTT with mutual TLS, the device key staying on a PKCS#11 token.
+ *
+ * Start-up order matters and is chosen so that every problem a person can
+ * fix is reported before anything touches the network:
+ *   1. configuration (all problems at once, file:line),
+ *   2. the token (one login; a wrong PIN stops us for good, exit 77),
+ *   3. what the cloud will check of our certificate (exit 78),
+ *   4. then the loop: sensors, uplink, signals, watchdog, READY=1.
+ * READY=1 does not wait for the broker: a gateway with no network is still
+ * a working gateway, it queues.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "../cloud/cloud.h"
+#include "../common/util.h"
+#include "../drivers/driver.h"
+#include "../hsm/certcheck.h"
+#include "../hsm/hsm.h"
+#include "../store/memq.h"
+#include "log.h"
+#include "loop.h"
+#include "sensors.h"
+
+#ifndef EB_VERSION
+#define EB_VERSION "0.1.0"
+#endif
+
+struct daemon {
+	const char *config_path;
+	struct eb_config *cfg;
+	struct loop *loop;
+	struct hsm *hsm;
+	SSL_CTX *tls;
+	struct memq *q;
+	struct cloud *cloud;
+	struct sensors *sensors;
+	struct loop_timer *watchdog;
+	struct loop_timer *shutdown;
+	uint64_t watchdog_ms;
+	uint64_t shutdown_deadline;
+	bool stopping;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: edgebridged [-c FILE] [--check-config] [--version]\n"
+		"\n"
+		"  -c, --config FILE   configuration file "
+		"(default /etc/edgebridge/edgebridge.conf);\n"
+		"                      drop-ins are read from conf.d/ beside "
+		"it\n"
+		"      --check-config  validate the configuration and the "
+		"certificate chain, then exit\n"
+		"  -v, --verbose       log at debug level\n"
+		"      --version       print the version and exit\n");
+}
+
+static struct eb_config *load_config(const char *path, bool to_stderr_plain)
+{
+	struct eb_diags d = { 0 };
+	struct eb_config *cfg = config_load(path, driver_check_config, &d);
+
+	for (size_t i = 0; i < d.n; i++) {
+		if (to_stderr_plain)
+			fprintf(stderr, "%s\n", d.msg[i]);
+		else
+			log_error("config", "%s", d.msg[i]);
+	}
+	if (!cfg && !d.n)
+		log_error("config", "%s: cannot load", path);
+	diags_free(&d);
+	return cfg;
+}
+
+/* Reports a certificate check; returns the number of failures. */
+static size_t report_certcheck(const struct cc_report *rep, bool quiet_pass)
+{
+	for (size_t i = 0; i < rep->n; i++) {
+		const struct cc_result *r = &rep->r[i];
+
+		if (r->status == CC_FAIL)
+			log_error("cert", "%s", r->msg);
+		else if (r->status == CC_WARN)
+			log_warning("cert", "%s", r->msg);
+		else if (!quiet_pass)
+			log_debug("cert", "%s", r->msg);
+	}
+	return rep->n_fail;
+}
+
+static void status(struct daemon *d)
+{
+	struct cloud_stats cs;
+	struct memq_stats qs;
+
+	if (!d->cloud)
+		return;
+	cloud_get_stats(d->cloud, &cs);
+	memq_get_stats(d->q, &qs);
+	sd_notifyf(0,
+		   "STATUS=%s %s:%u; %zu sensors; %llu sent, %zu queued, "
+		   "%llu dropped",
+		   cs.connected ? "connected to" : "connecting to",
+		   d->cfg->cloud.host, d->cfg->cloud.port,
+		   d->sensors ? sensors_count(d->sensors) : 0,
+		   (unsigned long long)cs.samples_acked, qs.queued,
+		   (unsigned long long)qs.dropped);
+}
+
+static void log_stats(struct daemon *d)
+{
+	struct cloud_stats cs;
+	struct memq_stats qs;
+
+	cloud_get_stats(d->cloud, &cs);
+	memq_get_stats(d->q, &qs);
+	log_info("stats",
+		 "%s; samples: %llu queued in total, %llu acknowledged, %zu "
+		 "waiting, %llu dropped (queue full), %llu quarantined; "
+		 "%llu publishes, %u in flight; %llu connects; %llu wakeups",
+		 cs.connected ? "connected" : "not connected",
+		 (unsigned long long)qs.pushed,
+		 (unsigned long long)cs.samples_acked, qs.queued,
+		 (unsigned long long)qs.dropped,
+		 (unsigned long long)cs.quarantined,
+		 (unsigned long long)cs.publishes, cs.inflight,
+		 (unsigned long long)cs.connects,
+		 (unsigned long long)loop_wakeups(d->loop));
+}
+
+static void on_samples(void *ud)
+{
+	struct daemon *d = ud;
+
+	cloud_kick(d->cloud);
+}
+
+static void finish(struct daemon *d)
+{
+	struct memq_stats qs;
+
+	loop_timer_disarm(d->shutdown);
+	memq_get_stats(d->q, &qs);
+	if (qs.queued)
+		log_warning("main",
+			    "stopping with %zu samples not acknowledged by "
+			    "the cloud",
+			    qs.queued);
+	cloud_stop(d->cloud);
+	loop_quit(d->loop, EB_EXIT_OK);
+}
+
+static void on_shutdown_tick(struct loop *l, struct loop_timer *t, void *ud)
+{
+	struct daemon *d = ud;
+
+	(void)l;
+	if (cloud_flushed(d->cloud) || eb_now_ms() >= d->shutdown_deadline) {
+		finish(d);
+		return;
+	}
+	loop_timer_arm_in(t, 20);
+}
+
+static void begin_shutdown(struct daemon *d)
+{
+	struct cloud_stats cs;
+
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	sd_notify(0, "STOPPING=1");
+	log_info("main", "stopping");
+	/* No new samples; give what is in flight a moment to be confirmed. */
+	d->sensors = sensors_free(d->sensors);
+	cloud_get_stats(d->cloud, &cs);
+	if (!cs.connected || d->cfg->cloud.shutdown_timeout_ms == 0) {
+		finish(d);
+		return;
+	}
+	d->shutdown_deadline = eb_now_ms() + d->cfg->cloud.shutdown_timeout_ms;
+	loop_timer_arm_in(d->shutdown, 0);
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && streq(a, b));
+}
+
+/* SIGHUP: a new sensor list applies at once; identity and cloud settings
+ * need a restart (the token session and TLS context are built once). */
+static void reload(struct daemon *d)
+{
+	struct eb_config *n;
+
+	log_info("main", "reloading %s", d->config_path);
+	n = load_config(d->config_path, false);
+	if (!n) {
+		log_error("main", "reload failed; keeping the running "
+				  "configuration");
+		return;
+	}
+	if (!same_str(n->gateway.id, d->cfg->gateway.id) ||
+	    !same_str(n->hsm.key, d->cfg->hsm.key) ||
+	    !same_str(n->hsm.module, d->cfg->hsm.module) ||
+	    !same_str(n->cloud.host, d->cfg->cloud.host) ||
+	    n->cloud.port != d->cfg->cloud.port ||
+	    !same_str(n->cloud.cert_file, d->cfg->cloud.cert_file) ||
+	    !same_str(n->cloud.ca_file, d->cfg->cloud.ca_file))
+		log_warning("main",
+			    "[gateway]/[hsm]/[cloud] changes take effect "
+			    "after a restart");
+	d->sensors = sensors_free(d->sensors);
+	log_set_level(n->gateway.log_level);
+	/* The uplink keeps pointers to nothing in the old config (it
+	 * rendered what it needs at start), so it can go now. */
+	config_free(d->cfg);
+	d->cfg = n;
+	d->sensors = sensors_new(d->loop, d->cfg, d->q, on_samples, d);
+	log_info("main", "reloaded: %zu sensors",
+		 d->sensors ? sensors_count(d->sensors) : 0);
+	status(d);
+}
+
+static void on_signal(struct loop *l, int signo, void *ud)
+{
+	struct daemon *d = ud;
+
+	(void)l;
+	switch (signo) {
+	case SIGTERM:
+	case SIGINT:
+		begin_shutdown(d);
+		break;
+	case SIGHUP:
+		if (!d->stopping)
+			reload(d);
+		break;
+	case SIGUSR1:
+		log_stats(d);
+		break;
+	}
+}
+
+static void on_watchdog(struct loop *l, struct loop_timer *t, void *ud)
+{
+	struct daemon *d = ud;
+
+	(void)l;
+	sd_notify(0, "WATCHDOG=1");
+	status(d);
+	loop_timer_arm_in(t, d->watchdog_ms);
+}
+
+static int run(struct daemon *d)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	struct eb_err err = { "" };
+	struct cc_params cp;
+	struct cc_report rep;
+	enum hsm_fail hf;
+	uint64_t wd_usec = 0;
+	int r;
+
+	d->hsm = hsm_open(d->cfg->hsm.module, d->cfg->hsm.pin_file,
+			  d->cfg->hsm.key, &hf, &err);
+	if (!d->hsm) {
+		log_error("hsm", "%s", err.msg);
+		switch (hf) {
+		case HSM_FAIL_PIN:
+			return EB_EXIT_NOPERM;
+		case HSM_FAIL_UNAVAILABLE:
+			return EB_EXIT_UNAVAILABLE;
+		case HSM_FAIL_KEY:
+			return EB_EXIT_CONFIG;
+		default:
+			return EB_EXIT_FAILURE;
+		}
+	}
+	log_info("hsm", "token key loaded: %s", d->cfg->hsm.key);
+
+	cp = (struct cc_params){
+		.cert_file = d->cfg->cloud.cert_file,
+		.key = hsm_key(d->hsm),
+		.expect_cn = d->cfg->gateway.id,
+		.now = time(NULL),
+		.warn_seconds = (int64_t)(d->cfg->cloud.cert_warn_ms / 1000),
+	};
+	certcheck_run(&cp, &rep);
+	if (report_certcheck(&rep, false)) {
+		log_error("cert", "refusing to start: fix %s",
+			  d->cfg->cloud.cert_file);
+		return EB_EXIT_CONFIG;
+	}
+
+	d->tls = hsm_tls_ctx(d->hsm, d->cfg->cloud.cert_file,
+			     d->cfg->cloud.ca_file, d->cfg->cloud.host, &err);
+	if (!d->tls) {
+		log_error("tls", "%s", err.msg);
+		return EB_EXIT_CONFIG;
+	}
+
+	d->loop = loop_new();
+	d->q = memq_new(d->cfg->store.ram_samples);
+	if (!d->loop || !d->q) {
+		log_error("main", "out of memory");
+		return EB_EXIT_FAILURE;
+	}
+	r = loop_signals(d->loop, sigs, (int)EB_ARRAY_SIZE(sigs), on_signal,
+			 d);
+	if (r < 0) {
+		log_error("main", "cannot set up signals: %s", strerror(-r));
+		return EB_EXIT_FAILURE;
+	}
+	d->cloud = cloud_new(d->loop, d->cfg, d->tls, d->q, EB_VERSION,
+			     log_msg, &err);
+	if (!d->cloud) {
+		log_error("cloud", "%s", err.msg);
+		return EB_EXIT_FAILURE;
+	}
+	d->shutdown = loop_timer_new(d->loop, on_shutdown_tick, d);
+	d->sensors = sensors_new(d->loop, d->cfg, d->q, on_samples, d);
+	if (!d->shutdown || !d->sensors) {
+		log_error("main", "out of memory");
+		return EB_EXIT_FAILURE;
+	}
+	if (d->cfg->n_sensor == 0)
+		log_notice("main",
+			   "no sensors configured: add [sensor.NAME] "
+			   "sections to %s or its conf.d/",
+			   d->config_path);
+
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec) {
+		d->watchdog_ms = wd_usec / 2000;
+		if (!d->watchdog_ms)
+			d->watchdog_ms = 1;
+		d->watchdog = loop_timer_new(d->loop, on_watchdog, d);
+		if (d->watchdog)
+			loop_timer_arm_in(d->watchdog, d->watchdog_ms);
+	}
+
+	cloud_start(d->cloud);
+	sd_notify(0, "READY=1");
+	status(d);
+	log_info("main", "edgebridged %s running as '%s', %zu sensors",
+		 EB_VERSION, d->cfg->gateway.id, sensors_count(d->sensors));
+
+	r = loop_run(d->loop);
+	if (r < 0) {
+		log_error("main", "event loop failed: %s", strerror(-r));
+		return EB_EXIT_FAILURE;
+	}
+	log_stats(d);
+	return r;
+}
+
+static void teardown(struct daemon *d)
+{
+	d->sensors = sensors_free(d->sensors);
+	d->cloud = cloud_free(d->cloud);
+	loop_timer_free(d->watchdog);
+	loop_timer_free(d->shutdown);
+	d->loop = loop_free(d->loop);
+	d->q = memq_free(d->q);
+	SSL_CTX_free(d->tls);
+	d->hsm = hsm_close(d->hsm);
+	d->cfg = config_free(d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 'C' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct daemon d = { .config_path = "/etc/edgebridge/edgebridge.conf" };
+	bool check_only = false, verbose = false;
+	int c, rc;
+
+	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			d.config_path = optarg;
+			break;
+		case 'C':
+			check_only = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'V':
+			printf("edgebridged %s\n", EB_VERSION);
+			return EB_EXIT_OK;
+		case 'h':
+			usage(stdout);
+			return EB_EXIT_OK;
+		default:
+			usage(stderr);
+			return EB_EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		return EB_EXIT_USAGE;
+	}
+	log_open("edgebridged");
+
+	if (check_only) {
+		struct cc_params cp;
+		struct cc_report rep;
+
+		d.cfg = load_config(d.config_path, true);
+		if (!d.cfg)
+			return EB_EXIT_CONFIG;
+		/* Everything but the key match, which needs the token. */
+		cp = (struct cc_params){
+			.cert_file = d.cfg->cloud.cert_file,
+			.expect_cn = d.cfg->gateway.id,
+			.now = time(NULL),
+			.warn_seconds =
+				(int64_t)(d.cfg->cloud.cert_warn_ms / 1000),
+		};
+		certcheck_run(&cp, &rep);
+		for (size_t i = 0; i < rep.n; i++)
+			if (rep.r[i].status != CC_PASS)
+				fprintf(stderr, "%s: %s: %s\n",
+					d.cfg->cloud.cert_file,
+					rep.r[i].status == CC_FAIL ? "error" :
+								     "warning",
+					rep.r[i].msg);
+		rc = rep.n_fail ? EB_EXIT_CONFIG : EB_EXIT_OK;
+		if (rc == EB_EXIT_OK)
+			printf("%s: configuration OK (%zu sensors)\n",
+			       d.config_path, d.cfg->n_sensor);
+		config_free(d.cfg);
+		return rc;
+	}
+
+	d.cfg = load_config(d.config_path, false);
+	if (!d.cfg) {
+		log_error("main", "invalid configuration in %s; see above "
+				  "(check with: edgebridged --check-config)",
+			  d.config_path);
+		return EB_EXIT_CONFIG;
+	}
+	log_set_level(verbose ? EB_LOG_DEBUG : d.cfg->gateway.log_level);
+	rc = run(&d);
+	teardown(&d);
+	return rc;
+}
