@@ -32,10 +32,11 @@ LIB_SRC := common/util.c common/sample.c \
 	   hsm/hsm.c hsm/certcheck.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c \
 	   store/memq.c \
-	   cloud/backoff.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c
+	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sensors.c
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
+	      test_drivers \
 	      test_pack
 
 B  := build

@@ -110,60 +110,29 @@ static const struct mqtt_handler handler = {
 	.published = on_published,
 };
 
-/* Packs pending samples into one payload; returns how many it consumed. */
-static size_t pack(struct cloud *c, size_t *len)
-{
-	const struct cloud_profile *p = c->profile;
-	size_t pending = memq_pending(c->q);
-	size_t open = strlen(p->batch_open), sep = strlen(p->batch_sep);
-	size_t close = strlen(p->batch_close);
-	size_t o = open, records = 0, used = 0;
-	char line[1024];
-
-	memcpy(c->buf, p->batch_open, open);
-	for (; used < pending; used++) {
-		const struct eb_sample *s = memq_pending_at(c->q, used);
-		int n = p->format(s, line, sizeof(line));
-		size_t need;
-
-		if (n < 0) {
-			/* Cannot be expressed: keep it from blocking the
-			 * queue forever (leased with this batch, counted). */
-			c->st.quarantined++;
-			if (c->report)
-				c->report(EB_LOG_WARNING, "cloud",
-					  "sample of sensor %s cannot be "
-					  "formatted (%s): skipped",
-					  s->meta->name, strerror(-n));
-			continue;
-		}
-		need = (records ? sep : 0) + (size_t)n + close;
-		if (o + need > p->max_payload)
-			break;
-		if (records) {
-			memcpy(c->buf + o, p->batch_sep, sep);
-			o += sep;
-		}
-		memcpy(c->buf + o, line, (size_t)n);
-		o += (size_t)n;
-		records++;
-	}
-	memcpy(c->buf + o, p->batch_close, close);
-	o += close;
-	*len = records ? o : 0;
-	return used;
-}
-
 static void pump(struct cloud *c)
 {
 	while (mqtt_connected(c->mqtt) && c->win_n < c->win_cap &&
 	       memq_pending(c->q)) {
-		size_t len, used = pack(c, &len);
+		size_t len, bad = 0;
+		size_t used = profile_pack(c->profile, c->q, c->buf, &len, &bad);
 		struct batch *b;
 		int mid = 0, r;
 
 		if (!used)
 			break;
+		if (bad) {
+			/* Leased with this batch so they cannot block the
+			 * queue forever; counted and reported. */
+			c->st.quarantined += bad;
+			if (c->report)
+				c->report(EB_LOG_WARNING, "cloud",
+					  "%zu samples cannot be formatted "
+					  "(not a finite number): skipped, "
+					  "%llu so far",
+					  bad,
+					  (unsigned long long)c->st.quarantined);
+		}
 		if (len) {
 			r = mqtt_publish(c->mqtt, c->profile->uplink_topic,
 					 c->buf, len, 1, &mid);

@@ -29,6 +29,17 @@ struct cloud_profile {
 
 const struct cloud_profile *profile_find(const char *name);
 
+struct memq;
+/*
+ * Packs the store's pending samples, oldest first, into one payload of at
+ * most p->max_payload bytes in buf (which holds max_payload + 1).  Returns
+ * how many samples it consumed (0: none pending); *len is the payload size
+ * (0 if none could be formatted) and *bad counts samples that could not be
+ * formatted at all: they are consumed so they cannot block the queue.
+ */
+size_t profile_pack(const struct cloud_profile *p, const struct memq *q,
+		    char *buf, size_t *len, size_t *bad);
+
 extern const struct cloud_profile profile_cumulocity;
 
 /* Cumulocity helpers, exported for the unit tests. */

@@ -37,7 +37,7 @@ struct sim_params {
 static bool params(struct eb_sensor_conf *c, struct eb_diags *d,
 		   struct sim_params *p)
 {
-	bool ok = true;
+	bool ok = true, range_ok = true, period_ok;
 
 	p->min = 0;
 	p->max = 100;
@@ -47,21 +47,21 @@ static bool params(struct eb_sensor_conf *c, struct eb_diags *d,
 	p->decimals = 2;
 	p->wave = driver_opt_choice(c, "waveform", waves, WAVE_SINE, d);
 	ok &= p->wave >= 0;
-	ok &= driver_opt_double(c, "min", d, &p->min);
-	ok &= driver_opt_double(c, "max", d, &p->max);
-	ok &= driver_opt_duration(c, "period", d, &p->period_ms);
+	range_ok &= driver_opt_double(c, "min", d, &p->min);
+	range_ok &= driver_opt_double(c, "max", d, &p->max);
+	period_ok = driver_opt_duration(c, "period", d, &p->period_ms);
 	ok &= driver_opt_uint(c, "seed", UINT64_MAX, d, &p->seed);
 	ok &= driver_opt_uint(c, "count", UINT64_MAX, d, &p->count);
 	ok &= driver_opt_uint(c, "decimals", 6, d, &p->decimals);
-	if (ok && p->max < p->min) {
+	if (range_ok && p->max < p->min) {
 		diags_add(d, &c->loc, "sensor.%s: max is below min", c->name);
-		ok = false;
+		range_ok = false;
 	}
-	if (ok && p->period_ms == 0) {
+	if (period_ok && p->period_ms == 0) {
 		diags_add(d, &c->loc, "sensor.%s: period must be > 0", c->name);
-		ok = false;
+		period_ok = false;
 	}
-	return ok;
+	return ok && range_ok && period_ok;
 }
 
 static void sim_check(struct eb_sensor_conf *c, struct eb_diags *d)
