@@ -78,6 +78,7 @@ unit: $(addprefix $(BA)/tests/,$(UNIT_TESTS))
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
 
 integration: $(BA)/edgebridged
+	ASAN_OPTIONS=detect_leaks=0 \
 	EDGEBRIDGED=$(CURDIR)/$(BA)/edgebridged $(PYTHON) -m pytest -q \
 		tests/integration
 

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include "../common/util.h"
 #include "../hsm/hsm.h"
@@ -57,6 +58,7 @@ struct mqtt {
 	char last_log_err[256]; /* libmosquitto's last error line */
 	char last_fail[512];	/* last reported failure reason */
 	int connack;		/* last CONNACK code, -1 none */
+	int sock_err;		/* SO_ERROR of a socket that hung up */
 };
 
 static void report(struct mqtt *m, enum eb_log_level lvl, const char *fmt, ...)
@@ -136,6 +138,14 @@ static void describe_failure(struct mqtt *m, int rc, char *buf, size_t len)
 	} else if (m->last_log_err[0]) {
 		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
 			 m->o.port, m->last_log_err);
+	} else if (m->sock_err) {
+		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
+			 m->o.port, strerror(m->sock_err));
+	} else if (rc == MOSQ_ERR_CONN_LOST && m->state == ST_CONNECTING) {
+		snprintf(buf, len,
+			 "connection to %s:%u failed: refused or closed by the "
+			 "server before the MQTT session started",
+			 m->host, m->o.port);
 	} else if (rc == MOSQ_ERR_ERRNO && errno) {
 		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
 			 m->o.port, strerror(errno));
@@ -172,17 +182,37 @@ static void lost(struct mqtt *m, int rc)
 	}
 	m->last_log_err[0] = '\0';
 	m->connack = -1;
+	m->sock_err = 0;
 	ERR_clear_error();
 	schedule_retry(m);
 }
 
+/*
+ * A socket that hung up or failed is gone for good, whatever libmosquitto
+ * makes of it: during a non-blocking connect it keeps retrying the TLS
+ * handshake on a refused socket and reports success each time.  So an
+ * EPOLLHUP/EPOLLERR ends the attempt here, after one last read for what
+ * may still be buffered.
+ */
 static void on_io(struct loop *l, int fd, uint32_t ev, void *data)
 {
 	struct mqtt *m = data;
 	int rc = MOSQ_ERR_SUCCESS;
 
-	(void)l, (void)fd;
-	if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))
+	(void)l;
+	if (ev & (EPOLLERR | EPOLLHUP)) {
+		socklen_t sl = sizeof(m->sock_err);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &m->sock_err, &sl) < 0)
+			m->sock_err = errno;
+		/* may hold a TLS alert that says why */
+		rc = mosquitto_loop_read(m->mosq, 1);
+		if (rc == MOSQ_ERR_SUCCESS)
+			rc = MOSQ_ERR_CONN_LOST;
+		lost(m, rc);
+		return;
+	}
+	if (ev & EPOLLIN)
 		rc = mosquitto_loop_read(m->mosq, 1);
 	if (rc == MOSQ_ERR_SUCCESS && (ev & EPOLLOUT) && m->fd >= 0)
 		rc = mosquitto_loop_write(m->mosq, 1);

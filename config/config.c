@@ -258,7 +258,15 @@ struct raw {
 	struct eb_loc loc;
 };
 
+/* Where each "[section]" header was written (for section-level errors). */
+struct header {
+	char *section;
+	struct eb_loc loc;
+};
+
 struct loader {
+	struct header *hdr;
+	size_t n_hdr;
 	struct raw *raw;
 	size_t n_raw, cap_raw;
 	struct eb_config *cfg;
@@ -269,20 +277,60 @@ struct loader {
 	FILE *fp;
 };
 
+static void note_header(struct loader *l, const char *line)
+{
+	const char *p = line + strspn(line, " \t"), *end;
+	struct header *h;
+
+	if (*p != '[' || !(end = strchr(p, ']')))
+		return;
+	h = realloc(l->hdr, (l->n_hdr + 1) * sizeof(*h));
+	if (!h)
+		return;
+	l->hdr = h;
+	h = &l->hdr[l->n_hdr];
+	h->section = strndup(p + 1, (size_t)(end - p - 1));
+	if (!h->section)
+		return;
+	h->loc.file = l->file;
+	h->loc.line = l->line;
+	l->n_hdr++;
+}
+
 static char *reader(char *str, int num, void *stream)
 {
 	struct loader *l = stream;
+	bool start = l->at_line_start;
 	char *r;
 
-	if (l->at_line_start)
+	if (start)
 		l->line++;
 	r = fgets(str, num, l->fp);
 	if (r) {
 		size_t len = strlen(r);
 
+		if (start)
+			note_header(l, r);
 		l->at_line_start = len && r[len - 1] == '\n';
 	}
 	return r;
+}
+
+/* The header that opened the section a key at loc belongs to. */
+static const struct eb_loc *header_of(const struct loader *l,
+				      const char *section,
+				      const struct eb_loc *loc)
+{
+	const struct eb_loc *best = loc;
+
+	for (size_t i = 0; i < l->n_hdr; i++) {
+		const struct header *h = &l->hdr[i];
+
+		if (h->loc.file == loc->file && h->loc.line <= loc->line &&
+		    streq(h->section, section))
+			best = &h->loc;
+	}
+	return best;
 }
 
 static int add_raw(struct loader *l, const char *section, const char *key,
@@ -847,6 +895,13 @@ static int fill_string_defaults(struct eb_config *c)
 		       -ENOMEM;
 }
 
+static void free_headers(struct loader *l)
+{
+	for (size_t i = 0; i < l->n_hdr; i++)
+		free(l->hdr[i].section);
+	free(l->hdr);
+}
+
 struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 			      struct eb_diags *diags)
 {
@@ -873,8 +928,9 @@ struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 		bool known;
 
 		if (!strncmp(r->section, "sensor.", 7)) {
-			struct eb_sensor_conf *s =
-				sensor_get(c, r->section + 7, &r->loc);
+			struct eb_sensor_conf *s = sensor_get(
+				c, r->section + 7,
+				header_of(&l, r->section, &r->loc));
 
 			if (!s || sensor_add_opt(s, r) < 0)
 				goto fail;
@@ -882,13 +938,22 @@ struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 		}
 		k = find_key(r->section, r->key, &known);
 		if (!known)
-			diags_add(diags, &r->loc, "unknown section [%s]",
-				  r->section);
+			(void)0; /* reported per header below */
 		else if (!k)
 			diags_add(diags, &r->loc, "unknown key '%s' in [%s]",
 				  r->key, r->section);
 		else
 			convert(c, k, r, diags);
+	}
+	for (size_t i = 0; i < l.n_hdr; i++) {
+		bool known;
+
+		if (strncmp(l.hdr[i].section, "sensor.", 7) &&
+		    (find_key(l.hdr[i].section, "", &known), !known))
+			diags_add(diags, &l.hdr[i].loc,
+				  "unknown section [%s] (known: gateway, hsm, "
+				  "cloud, store, sensor.NAME)",
+				  l.hdr[i].section);
 	}
 	for (size_t i = 0; i < EB_ARRAY_SIZE(keys); i++) {
 		const struct key_def *k = &keys[i];
@@ -923,6 +988,7 @@ struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 		free(l.raw[i].value);
 	}
 	free(l.raw);
+	free_headers(&l);
 	if (diags->n > before)
 		return config_free(c);
 	return c;
@@ -933,6 +999,7 @@ fail:
 		free(l.raw[i].value);
 	}
 	free(l.raw);
+	free_headers(&l);
 	if (diags->n == before)
 		diags_add(diags, NULL, "%s: out of memory", path);
 	return config_free(c);

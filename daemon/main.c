@@ -419,6 +419,8 @@ int main(int argc, char **argv)
 		return EB_EXIT_USAGE;
 	}
 	log_open("edgebridged");
+	/* A peer that vanished mid-write must be an error code, not death. */
+	signal(SIGPIPE, SIG_IGN);
 
 	if (check_only) {
 		struct cc_params cp;

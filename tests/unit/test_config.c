@@ -195,7 +195,7 @@ static void test_unknown_section_and_key(void **state)
 	assert_null(load(f));
 	dump(f);
 	assert_true(has_diag(f, "edgebridge.conf:13:", "unknown key 'colour'"));
-	assert_true(has_diag(f, "edgebridge.conf:15:",
+	assert_true(has_diag(f, "edgebridge.conf:14:",
 			     "unknown section [gatway]"));
 	assert_int_equal(f->d.n, 2); /* every problem, once each */
 }
@@ -342,17 +342,20 @@ static void test_sensor_rules(void **state)
 	assert_true(has_diag(f, "edgebridge.conf:17:", "must be more than 0"));
 	assert_true(has_diag(f, "path is required", NULL));
 	assert_true(has_diag(f, "edgebridge.conf:20:", "unknown key 'colour'"));
-	assert_true(has_diag(f, "[sensor.d]", "'driver' is required"));
+	assert_true(has_diag(f, "edgebridge.conf:21: [sensor.d]",
+			     "'driver' is required"));
 }
 
 static void test_syntax_error(void **state)
 {
 	struct fx *f = *state;
 
-	write_main(f, "this line has no equals sign\n"); /* 13 */
+	write_main(f, "this line has no equals sign\n" /* 13 */
+		      "[empty]\n");			 /* 14 */
 	assert_null(load(f));
 	dump(f);
 	assert_true(has_diag(f, "edgebridge.conf:13:", "syntax error"));
+	assert_true(has_diag(f, "edgebridge.conf:14:", "unknown section"));
 }
 
 static void test_missing_file(void **state)
