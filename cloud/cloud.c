@@ -115,7 +115,8 @@ static void pump(struct cloud *c)
 	while (mqtt_connected(c->mqtt) && c->win_n < c->win_cap &&
 	       memq_pending(c->q)) {
 		size_t len, bad = 0;
-		size_t used = profile_pack(c->profile, c->q, c->buf, &len, &bad);
+		size_t used =
+			profile_pack(c->profile, c->q, c->buf, &len, &bad);
 		struct batch *b;
 		int mid = 0, r;
 
@@ -126,12 +127,13 @@ static void pump(struct cloud *c)
 			 * queue forever; counted and reported. */
 			c->st.quarantined += bad;
 			if (c->report)
-				c->report(EB_LOG_WARNING, "cloud",
-					  "%zu samples cannot be formatted "
-					  "(not a finite number): skipped, "
-					  "%llu so far",
-					  bad,
-					  (unsigned long long)c->st.quarantined);
+				c->report(
+					EB_LOG_WARNING, "cloud",
+					"%zu samples cannot be formatted "
+					"(not a finite number): skipped, "
+					"%llu so far",
+					bad,
+					(unsigned long long)c->st.quarantined);
 		}
 		if (len) {
 			r = mqtt_publish(c->mqtt, c->profile->uplink_topic,

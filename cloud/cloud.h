@@ -22,11 +22,11 @@ struct cloud;
 struct cloud_stats {
 	bool connected;
 	uint64_t connects;
-	uint64_t publishes;	 /* measurement publishes sent */
-	uint64_t samples_sent;	 /* samples in them (incl. re-sends) */
-	uint64_t samples_acked;	 /* acknowledged by the broker */
-	uint64_t quarantined;	 /* samples that could not be formatted */
-	unsigned inflight;	 /* publishes awaiting PUBACK */
+	uint64_t publishes;	/* measurement publishes sent */
+	uint64_t samples_sent;	/* samples in them (incl. re-sends) */
+	uint64_t samples_acked; /* acknowledged by the broker */
+	uint64_t quarantined;	/* samples that could not be formatted */
+	unsigned inflight;	/* publishes awaiting PUBACK */
 };
 
 struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,

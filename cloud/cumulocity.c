@@ -45,10 +45,10 @@ int c8y_format_time(int64_t time_ms, char *buf, size_t len)
 int c8y_field(const char *value, char *buf, size_t len)
 {
 	size_t vlen = strlen(value), o = 0;
-	bool quote = strpbrk(value, ",\"\r\n") != NULL ||
-		     (vlen && (value[0] == ' ' || value[0] == '\t' ||
-			       value[vlen - 1] == ' ' ||
-			       value[vlen - 1] == '\t'));
+	bool quote =
+		strpbrk(value, ",\"\r\n") != NULL ||
+		(vlen && (value[0] == ' ' || value[0] == '\t' ||
+			  value[vlen - 1] == ' ' || value[vlen - 1] == '\t'));
 
 	if (!quote) {
 		if (vlen >= len)

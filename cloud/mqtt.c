@@ -133,8 +133,8 @@ static void describe_failure(struct mqtt *m, int rc, char *buf, size_t len)
 		snprintf(buf, len,
 			 "broker %s:%u refused the connection: %s (CONNACK "
 			 "%d)",
-			 m->host, m->o.port, mosquitto_connack_string(m->connack),
-			 m->connack);
+			 m->host, m->o.port,
+			 mosquitto_connack_string(m->connack), m->connack);
 	} else if (m->last_log_err[0]) {
 		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
 			 m->o.port, m->last_log_err);
@@ -426,7 +426,8 @@ void mqtt_stop(struct mqtt *m)
 		mosquitto_disconnect(m->mosq);
 		/* flush the DISCONNECT; the socket is non-blocking */
 		for (int i = 0; i < 10 && mosquitto_want_write(m->mosq); i++)
-			if (mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
+			if (mosquitto_loop_write(m->mosq, 1) !=
+			    MOSQ_ERR_SUCCESS)
 				break;
 		report(m, EB_LOG_INFO, "disconnected from %s:%u", m->host,
 		       m->o.port);
@@ -470,9 +471,9 @@ int mqtt_subscribe(struct mqtt *m, const char *topic, int qos)
 	if (m->state != ST_CONNECTED)
 		return -ENOTCONN;
 	return mosquitto_subscribe(m->mosq, NULL, topic, qos) ==
-			       MOSQ_ERR_SUCCESS ?
-		       0 :
-		       -EIO;
+			       MOSQ_ERR_SUCCESS
+		       ? 0
+		       : -EIO;
 }
 
 bool mqtt_idle(const struct mqtt *m)

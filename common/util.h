@@ -86,8 +86,8 @@ enum {
 	EB_EXIT_FAILURE = 1,
 	EB_EXIT_USAGE = 2,
 	EB_EXIT_UNAVAILABLE = 69, /* token or module missing */
-	EB_EXIT_NOPERM = 77,      /* wrong or locked PIN: never retried */
-	EB_EXIT_CONFIG = 78,      /* config, certificate or identity invalid */
+	EB_EXIT_NOPERM = 77,	  /* wrong or locked PIN: never retried */
+	EB_EXIT_CONFIG = 78,	  /* config, certificate or identity invalid */
 };
 
 /*
@@ -103,6 +103,6 @@ struct eb_err {
 /* Fill err (may be NULL) and return code, so callers can write
  * "return eb_errf(err, -EINVAL, ...)". */
 __attribute__((format(printf, 3, 4))) int eb_errf(struct eb_err *err, int code,
-						   const char *fmt, ...);
+						  const char *fmt, ...);
 
 #endif

@@ -45,8 +45,8 @@ void diags_add(struct eb_diags *d, const struct eb_loc *loc, const char *fmt,
 	vsnprintf(body, sizeof(body), fmt, ap);
 	va_end(ap);
 	if (loc && loc->file && loc->line)
-		line = NULL, asprintf(&line, "%s:%u: %s", loc->file, loc->line,
-				      body);
+		line = NULL,
+		asprintf(&line, "%s:%u: %s", loc->file, loc->line, body);
 	else if (loc && loc->file)
 		line = NULL, asprintf(&line, "%s: %s", loc->file, body);
 	else
@@ -121,8 +121,8 @@ int config_parse_duration_ms(const char *s, uint64_t *ms)
 		const char *suffix;
 		uint64_t mult;
 	} units[] = {
-		{ "ms", 1 },	   { "s", 1000 },     { "sec", 1000 },
-		{ "m", 60000 },	   { "min", 60000 },  { "h", 3600000 },
+		{ "ms", 1 },	   { "s", 1000 },    { "sec", 1000 },
+		{ "m", 60000 },	   { "min", 60000 }, { "h", 3600000 },
 		{ "d", 86400000 },
 	};
 	uint64_t total = 0;
@@ -226,7 +226,7 @@ static const struct {
 	const char *name;
 	enum eb_log_level level;
 } log_levels[] = {
-	{ "error", EB_LOG_ERR },   { "warning", EB_LOG_WARNING },
+	{ "error", EB_LOG_ERR },     { "warning", EB_LOG_WARNING },
 	{ "notice", EB_LOG_NOTICE }, { "info", EB_LOG_INFO },
 	{ "debug", EB_LOG_DEBUG },
 };
@@ -317,9 +317,8 @@ static char *reader(char *str, int num, void *stream)
 }
 
 /* The header that opened the section a key at loc belongs to. */
-static const struct eb_loc *header_of(const struct loader *l,
-				      const char *section,
-				      const struct eb_loc *loc)
+static const struct eb_loc *
+header_of(const struct loader *l, const char *section, const struct eb_loc *loc)
 {
 	const struct eb_loc *best = loc;
 
@@ -435,8 +434,9 @@ static int parse_file(struct loader *l, const char *path, bool required)
 	if (r > 0) {
 		loc.file = l->file;
 		loc.line = (unsigned)r;
-		diags_add(l->diags, &loc,
-			  "syntax error: expected '[section]' or 'key = value'");
+		diags_add(
+			l->diags, &loc,
+			"syntax error: expected '[section]' or 'key = value'");
 	} else if (r < 0) {
 		diags_add(l->diags, &loc, "cannot read");
 	}
@@ -572,7 +572,8 @@ static void convert(struct eb_config *c, const struct key_def *k,
 	switch (k->kind) {
 	case K_PATH:
 		if (r->value[0] != '/') {
-			diags_add(d, loc, "%s.%s: '%s' must be an absolute path",
+			diags_add(d, loc,
+				  "%s.%s: '%s' must be an absolute path",
 				  k->section, k->key, r->value);
 			return;
 		}
@@ -735,8 +736,8 @@ static void check_sensor(struct eb_sensor_conf *s, struct eb_diags *d)
 	s->unit = strdup(kv ? kv->value : "");
 	/* SmartREST template 200 takes these as plain CSV fields; the
 	 * formatter quotes values, but names are identifiers. */
-	if (s->fragment && (!valid_name(s->fragment, false) ||
-			    strpbrk(s->fragment, ",\"")))
+	if (s->fragment &&
+	    (!valid_name(s->fragment, false) || strpbrk(s->fragment, ",\"")))
 		diags_add(d, &s->loc,
 			  "sensor.%s.fragment: '%s' may not contain spaces, "
 			  "commas or quotes",
@@ -890,9 +891,9 @@ static int fill_string_defaults(struct eb_config *c)
 		c->gateway.state_dir = strdup("/var/lib/edgebridge");
 	if (!c->cloud.profile)
 		c->cloud.profile = strdup("cumulocity");
-	return c->gateway.type && c->gateway.state_dir && c->cloud.profile ?
-		       0 :
-		       -ENOMEM;
+	return c->gateway.type && c->gateway.state_dir && c->cloud.profile
+		       ? 0
+		       : -ENOMEM;
 }
 
 static void free_headers(struct loader *l)
@@ -928,9 +929,9 @@ struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 		bool known;
 
 		if (!strncmp(r->section, "sensor.", 7)) {
-			struct eb_sensor_conf *s = sensor_get(
-				c, r->section + 7,
-				header_of(&l, r->section, &r->loc));
+			struct eb_sensor_conf *s =
+				sensor_get(c, r->section + 7,
+					   header_of(&l, r->section, &r->loc));
 
 			if (!s || sensor_add_opt(s, r) < 0)
 				goto fail;

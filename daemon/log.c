@@ -20,7 +20,7 @@ static const char *log_ident = "edgebridged";
 static int use_journal;
 
 static const char *const level_names[] = {
-	[EB_LOG_ERR] = "error",	  [EB_LOG_WARNING] = "warning",
+	[EB_LOG_ERR] = "error",	    [EB_LOG_WARNING] = "warning",
 	[EB_LOG_NOTICE] = "notice", [EB_LOG_INFO] = "info",
 	[EB_LOG_DEBUG] = "debug",
 };

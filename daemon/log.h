@@ -13,8 +13,8 @@ void log_open(const char *ident);
 void log_set_level(enum eb_log_level level);
 enum eb_log_level log_get_level(void);
 
-void log_msg(enum eb_log_level level, const char *subsys, const char *fmt,
-	     ...) __attribute__((format(printf, 3, 4)));
+void log_msg(enum eb_log_level level, const char *subsys, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #define log_error(sub, ...) log_msg(EB_LOG_ERR, sub, __VA_ARGS__)
 #define log_warning(sub, ...) log_msg(EB_LOG_WARNING, sub, __VA_ARGS__)

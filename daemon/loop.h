@@ -12,10 +12,8 @@
 struct loop;
 struct loop_timer;
 
-typedef void (*loop_io_fn)(struct loop *l, int fd, uint32_t events,
-			   void *data);
-typedef void (*loop_timer_fn)(struct loop *l, struct loop_timer *t,
-			      void *data);
+typedef void (*loop_io_fn)(struct loop *l, int fd, uint32_t events, void *data);
+typedef void (*loop_timer_fn)(struct loop *l, struct loop_timer *t, void *data);
 typedef void (*loop_signal_fn)(struct loop *l, int signo, void *data);
 /* Runs before every sleep: the place to sync interest sets (want_write). */
 typedef void (*loop_prepare_fn)(struct loop *l, void *data);
@@ -29,8 +27,7 @@ int loop_io_mod(struct loop *l, int fd, uint32_t events);
 /* Safe to call from inside any callback, also for the fd being served. */
 int loop_io_del(struct loop *l, int fd);
 
-struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn,
-				  void *data);
+struct loop_timer *loop_timer_new(struct loop *l, loop_timer_fn fn, void *data);
 /* Deadline in eb_now_ms() time; a deadline in the past fires at once. */
 void loop_timer_arm(struct loop_timer *t, uint64_t deadline_ms);
 void loop_timer_arm_in(struct loop_timer *t, uint64_t delay_ms);

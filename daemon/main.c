@@ -317,14 +317,13 @@ static int run(struct daemon *d)
 		log_error("main", "out of memory");
 		return EB_EXIT_FAILURE;
 	}
-	r = loop_signals(d->loop, sigs, (int)EB_ARRAY_SIZE(sigs), on_signal,
-			 d);
+	r = loop_signals(d->loop, sigs, (int)EB_ARRAY_SIZE(sigs), on_signal, d);
 	if (r < 0) {
 		log_error("main", "cannot set up signals: %s", strerror(-r));
 		return EB_EXIT_FAILURE;
 	}
-	d->cloud = cloud_new(d->loop, d->cfg, d->tls, d->q, EB_VERSION,
-			     log_msg, &err);
+	d->cloud = cloud_new(d->loop, d->cfg, d->tls, d->q, EB_VERSION, log_msg,
+			     &err);
 	if (!d->cloud) {
 		log_error("cloud", "%s", err.msg);
 		return EB_EXIT_FAILURE;
@@ -442,8 +441,8 @@ int main(int argc, char **argv)
 			if (rep.r[i].status != CC_PASS)
 				fprintf(stderr, "%s: %s: %s\n",
 					d.cfg->cloud.cert_file,
-					rep.r[i].status == CC_FAIL ? "error" :
-								     "warning",
+					rep.r[i].status == CC_FAIL ? "error"
+								   : "warning",
 					rep.r[i].msg);
 		rc = rep.n_fail ? EB_EXIT_CONFIG : EB_EXIT_OK;
 		if (rc == EB_EXIT_OK)
@@ -455,8 +454,9 @@ int main(int argc, char **argv)
 
 	d.cfg = load_config(d.config_path, false);
 	if (!d.cfg) {
-		log_error("main", "invalid configuration in %s; see above "
-				  "(check with: edgebridged --check-config)",
+		log_error("main",
+			  "invalid configuration in %s; see above "
+			  "(check with: edgebridged --check-config)",
 			  d.config_path);
 		return EB_EXIT_CONFIG;
 	}

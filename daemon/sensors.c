@@ -79,8 +79,7 @@ static void read_once(struct sensor *s)
 	if (r == -ENODATA) {
 		if (!s->exhausted)
 			log_info("sensor", "%s: no more samples (%llu sent)",
-				 s->conf->name,
-				 (unsigned long long)s->emitted);
+				 s->conf->name, (unsigned long long)s->emitted);
 		s->exhausted = true;
 		return;
 	}

@@ -18,8 +18,7 @@ struct sensors;
 typedef void (*sensors_notify_fn)(void *ud);
 
 struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
-			    struct memq *q, sensors_notify_fn notify,
-			    void *ud);
+			    struct memq *q, sensors_notify_fn notify, void *ud);
 struct sensors *sensors_free(struct sensors *s);
 size_t sensors_count(const struct sensors *s);
 uint64_t sensors_dropped(const struct sensors *s);

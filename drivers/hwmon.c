@@ -80,8 +80,7 @@ static int hwmon_open(struct eb_sensor_conf *c, void **state,
 	return 0;
 }
 
-static int hwmon_read(void *state, struct sample_sink *sink,
-		      struct eb_err *err)
+static int hwmon_read(void *state, struct sample_sink *sink, struct eb_err *err)
 {
 	struct hwmon *h = state;
 	_cleanup_close_ int fd = open(h->path, O_RDONLY | O_CLOEXEC);

@@ -38,8 +38,9 @@ void driver_check_config(struct eb_sensor_conf *conf, struct eb_diags *d)
 		return;
 	}
 	if (conf->interval_ms == 0 && !ops->allow_zero_interval)
-		diags_add(d, conf->interval_loc.file ? &conf->interval_loc :
-						       &conf->loc,
+		diags_add(d,
+			  conf->interval_loc.file ? &conf->interval_loc
+						  : &conf->loc,
 			  "sensor.%s.interval: must be more than 0 for driver "
 			  "%s",
 			  conf->name, ops->name);
@@ -107,7 +108,8 @@ int driver_opt_choice(struct eb_sensor_conf *c, const char *key,
 	for (int i = 0; choices[i]; i++) {
 		if (streq(choices[i], kv->value))
 			return i;
-		strncat(names, i ? ", " : "", sizeof(names) - strlen(names) - 1);
+		strncat(names, i ? ", " : "",
+			sizeof(names) - strlen(names) - 1);
 		strncat(names, choices[i], sizeof(names) - strlen(names) - 1);
 	}
 	diags_add(d, &kv->loc, "sensor.%s.%s: '%s' is not one of: %s", c->name,

@@ -115,8 +115,7 @@ static int sim_read(void *state, struct sample_sink *sink, struct eb_err *err)
 	(void)err;
 	if (s->count && s->n >= s->count)
 		return -ENODATA;
-	t = (double)((s->n * s->step_ms) % s->period_ms) /
-	    (double)s->period_ms;
+	t = (double)((s->n * s->step_ms) % s->period_ms) / (double)s->period_ms;
 	switch (s->wave) {
 	case WAVE_SINE:
 		v = s->min + span * (0.5 + 0.5 * sin(2 * M_PI * t));

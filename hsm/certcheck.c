@@ -123,8 +123,8 @@ int certcheck_run(const struct cc_params *p, struct cc_report *rep)
 		return r;
 	}
 	if (n == 0) {
-		add(rep, "read", CC_FAIL,
-		    "%s contains no PEM certificate", p->cert_file);
+		add(rep, "read", CC_FAIL, "%s contains no PEM certificate",
+		    p->cert_file);
 		return -EINVAL;
 	}
 

@@ -60,9 +60,8 @@ void hsm_openssl_errors(char *buf, size_t len)
 
 		ERR_error_string_n(e, one, sizeof(one));
 		if (used < len)
-			used += (size_t)snprintf(buf + used, len - used,
-						 "%s%s", used ? "; " : "",
-						 one);
+			used += (size_t)snprintf(buf + used, len - used, "%s%s",
+						 used ? "; " : "", one);
 	}
 }
 
@@ -103,12 +102,12 @@ static int read_pin(const char *path, char *pin, size_t size,
 	size_t len;
 
 	if (fd < 0)
-		return eb_errf(err, -errno, "cannot open PIN file %s: %s",
-			       path, strerror(errno));
+		return eb_errf(err, -errno, "cannot open PIN file %s: %s", path,
+			       strerror(errno));
 	n = read(fd, pin, size - 1);
 	if (n < 0)
-		return eb_errf(err, -errno, "cannot read PIN file %s: %s",
-			       path, strerror(errno));
+		return eb_errf(err, -errno, "cannot read PIN file %s: %s", path,
+			       strerror(errno));
 	len = (size_t)n;
 	if (len == size - 1)
 		return eb_errf(err, -E2BIG, "PIN file %s is too long", path);

@@ -3,13 +3,13 @@
 #ifndef EB_TEST_HELPERS_H
 #define EB_TEST_HELPERS_H
 
+#include <cmocka.h>
 #include <errno.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -8,8 +8,9 @@ static void test_schedule_doubles_and_caps(void **state)
 {
 	struct backoff b;
 	/* r = 0: the guaranteed half; r -> 1: the whole base */
-	static const uint64_t lo[] = { 500, 1000, 2000, 4000, 8000, 15000,
-				       15000 };
+	static const uint64_t lo[] = {
+		500, 1000, 2000, 4000, 8000, 15000, 15000
+	};
 
 	(void)state;
 	backoff_init(&b, 1000, 30000);

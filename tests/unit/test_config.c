@@ -40,18 +40,18 @@ static void write_main(struct fx *f, const char *extra)
 {
 	free(f->main);
 	f->main = t_write(f->dir, "edgebridge.conf", 0644,
-			  "[gateway]\n"			      /* 1 */
-			  "id = gw-0001\n"		      /* 2 */
-			  "name = Boiler room\n"	      /* 3 */
-			  "\n"				      /* 4 */
-			  "[hsm]\n"			      /* 5 */
-			  "module = %s/module.so\n"	      /* 6 */
+			  "[gateway]\n"			    /* 1 */
+			  "id = gw-0001\n"		    /* 2 */
+			  "name = Boiler room\n"	    /* 3 */
+			  "\n"				    /* 4 */
+			  "[hsm]\n"			    /* 5 */
+			  "module = %s/module.so\n"	    /* 6 */
 			  "key = pkcs11:token=t;object=k\n" /* 7 */
-			  "pin_file = %s/pin\n"		      /* 8 */
-			  "[cloud]\n"			      /* 9 */
-			  "host = example.com\n"	      /* 10 */
-			  "ca_file = %s/ca.pem\n"	      /* 11 */
-			  "cert_file = %s/chain.pem\n"	      /* 12 */
+			  "pin_file = %s/pin\n"		    /* 8 */
+			  "[cloud]\n"			    /* 9 */
+			  "host = example.com\n"	    /* 10 */
+			  "ca_file = %s/ca.pem\n"	    /* 11 */
+			  "cert_file = %s/chain.pem\n"	    /* 12 */
 			  "%s",
 			  f->dir, f->dir, f->dir, f->dir, extra);
 }
@@ -152,17 +152,18 @@ static void test_valid_and_defaults(void **state)
 	struct fx *f = *state;
 	struct eb_config *c;
 
-	write_main(f, "keepalive = 30s\n"
-		      "[sensor.boiler]\n"
-		      "driver = sim\n"
-		      "interval = 500ms\n"
-		      "fragment = c8y_Temperature\n"
-		      "series = T\n"
-		      "unit = C\n"
-		      "waveform = ramp\n"
-		      "[sensor.cpu]\n"
-		      "driver = hwmon\n"
-		      "path = /sys/class/thermal/thermal_zone0/temp ; inline\n");
+	write_main(f,
+		   "keepalive = 30s\n"
+		   "[sensor.boiler]\n"
+		   "driver = sim\n"
+		   "interval = 500ms\n"
+		   "fragment = c8y_Temperature\n"
+		   "series = T\n"
+		   "unit = C\n"
+		   "waveform = ramp\n"
+		   "[sensor.cpu]\n"
+		   "driver = hwmon\n"
+		   "path = /sys/class/thermal/thermal_zone0/temp ; inline\n");
 	c = load(f);
 	dump(f);
 	assert_non_null(c);
@@ -189,14 +190,14 @@ static void test_unknown_section_and_key(void **state)
 {
 	struct fx *f = *state;
 
-	write_main(f, "colour = blue\n"	  /* 13 */
-		      "[gatway]\n"	  /* 14 */
-		      "id = x\n");	  /* 15 */
+	write_main(f, "colour = blue\n" /* 13 */
+		      "[gatway]\n"	/* 14 */
+		      "id = x\n");	/* 15 */
 	assert_null(load(f));
 	dump(f);
 	assert_true(has_diag(f, "edgebridge.conf:13:", "unknown key 'colour'"));
-	assert_true(has_diag(f, "edgebridge.conf:14:",
-			     "unknown section [gatway]"));
+	assert_true(
+		has_diag(f, "edgebridge.conf:14:", "unknown section [gatway]"));
 	assert_int_equal(f->d.n, 2); /* every problem, once each */
 }
 
@@ -204,15 +205,15 @@ static void test_bad_values(void **state)
 {
 	struct fx *f = *state;
 
-	write_main(f, "port = 70000\n"		   /* 13 */
+	write_main(f, "port = 70000\n"		 /* 13 */
 		      "keepalive = 10 parsecs\n" /* 14 */
-		      "[sensor.x]\n"		   /* 15 */
-		      "driver = sim\n"		   /* 16 */
-		      "interval = soon\n"	   /* 17 */
-		      "waveform = square\n"	   /* 18 */
-		      "min = low\n"		   /* 19 */
-		      "[gateway]\n"		   /* 20 */
-		      "log_level = loud\n");	   /* 21 */
+		      "[sensor.x]\n"		 /* 15 */
+		      "driver = sim\n"		 /* 16 */
+		      "interval = soon\n"	 /* 17 */
+		      "waveform = square\n"	 /* 18 */
+		      "min = low\n"		 /* 19 */
+		      "[gateway]\n"		 /* 20 */
+		      "log_level = loud\n");	 /* 21 */
 	assert_null(load(f));
 	dump(f);
 	assert_true(has_diag(f, "edgebridge.conf:13:", "out of range"));
@@ -247,7 +248,8 @@ static void test_identity_rules(void **state)
 	assert_null(load(f));
 	dump(f);
 	assert_true(has_diag(f, "edgebridge.conf:14:", "contains ':'"));
-	assert_true(has_diag(f, "edgebridge.conf:16:", "must not carry the PIN"));
+	assert_true(
+		has_diag(f, "edgebridge.conf:16:", "must not carry the PIN"));
 	/* and the PIN is not echoed back */
 	assert_false(has_diag(f, "1234", NULL));
 }
@@ -304,8 +306,10 @@ static void test_dropin_order(void **state)
 	assert_true(asprintf(&dropdir, "%s/conf.d", f->dir) > 0);
 	mkdir(dropdir, 0755);
 	write_main(f, "[sensor.s]\ndriver = sim\ninterval = 1s\n");
-	free(t_write(dropdir, "10-bad.conf", 0644, "[sensor.s]\ninterval = x\n"));
-	free(t_write(dropdir, "20-good.conf", 0644, "[sensor.s]\ninterval = 7s\n"));
+	free(t_write(dropdir, "10-bad.conf", 0644,
+		     "[sensor.s]\ninterval = x\n"));
+	free(t_write(dropdir, "20-good.conf", 0644,
+		     "[sensor.s]\ninterval = 7s\n"));
 	free(t_write(dropdir, "ignored.txt", 0644, "[nonsense]\n"));
 	c = load(f);
 	dump(f);
@@ -338,7 +342,8 @@ static void test_sensor_rules(void **state)
 		      "interval = 1s\n"); /* 22 */
 	assert_null(load(f));
 	dump(f);
-	assert_true(has_diag(f, "edgebridge.conf:14:", "unknown driver 'laser'"));
+	assert_true(
+		has_diag(f, "edgebridge.conf:14:", "unknown driver 'laser'"));
 	assert_true(has_diag(f, "edgebridge.conf:17:", "must be more than 0"));
 	assert_true(has_diag(f, "path is required", NULL));
 	assert_true(has_diag(f, "edgebridge.conf:20:", "unknown key 'colour'"));
@@ -351,7 +356,7 @@ static void test_syntax_error(void **state)
 	struct fx *f = *state;
 
 	write_main(f, "this line has no equals sign\n" /* 13 */
-		      "[empty]\n");			 /* 14 */
+		      "[empty]\n");		       /* 14 */
 	assert_null(load(f));
 	dump(f);
 	assert_true(has_diag(f, "edgebridge.conf:13:", "syntax error"));

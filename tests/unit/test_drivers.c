@@ -20,8 +20,11 @@ static void emit(struct sample_sink *s, double value, int64_t time_ms)
 static struct eb_sensor_conf conf(struct eb_kv *kv, size_t n)
 {
 	struct eb_sensor_conf c = {
-		.name = "t", .driver = "sim", .interval_ms = 1000,
-		.opt = kv, .n_opt = n,
+		.name = "t",
+		.driver = "sim",
+		.interval_ms = 1000,
+		.opt = kv,
+		.n_opt = n,
 	};
 	return c;
 }

@@ -69,9 +69,8 @@ static void test_measurement_line(void **state)
 		buf, "200,c8y_Temperature,T,-0.001,C,2026-11-22T12:00:00.123Z");
 	s.value = 123456789012.0;
 	profile_cumulocity.format(&s, buf, sizeof(buf));
-	assert_string_equal(
-		buf,
-		"200,c8y_Temperature,T,123456789012,C,2026-11-22T12:00:00.123Z");
+	assert_string_equal(buf, "200,c8y_Temperature,T,123456789012,C,2026-11-"
+				 "22T12:00:00.123Z");
 
 	s.value = NAN;
 	assert_int_equal(profile_cumulocity.format(&s, buf, sizeof(buf)),
@@ -85,9 +84,8 @@ static void test_measurement_line(void **state)
 
 	s.meta = meta("kWh, total");
 	profile_cumulocity.format(&s, buf, sizeof(buf));
-	assert_string_equal(
-		buf,
-		"200,c8y_Temperature,T,1,\"kWh, total\",2026-11-22T12:00:00.123Z");
+	assert_string_equal(buf, "200,c8y_Temperature,T,1,\"kWh, "
+				 "total\",2026-11-22T12:00:00.123Z");
 	sensor_meta_unref(s.meta);
 }
 
