@@ -39,6 +39,15 @@ UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers \
 	      test_pack
 
+# Quiet by default, as in the kernel; "make V=1" shows the commands.
+ifeq ($(V),1)
+Q :=
+echo_cmd = @true
+else
+Q := @
+echo_cmd = @printf '  %-6s %s\n'
+endif
+
 B  := build
 BA := build-asan
 
@@ -50,26 +59,32 @@ endef
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(echo_cmd) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BA)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
+	$(echo_cmd) CC-SAN $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) -MMD -MP -c -o $@ $<
 
 $(B)/edgebridged: $(call objs,$(B),$(DAEMON_SRC) $(LIB_SRC))
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(echo_cmd) LD $@
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BA)/edgebridged: $(call objs,$(BA),$(DAEMON_SRC) $(LIB_SRC))
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+	$(echo_cmd) LD $@
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests link the modules plus daemon/log.c (sensors use it).
 $(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(call objs,$(BA),$(LIB_SRC) daemon/log.c)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(echo_cmd) LD $@
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(B)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDLIBS)
+	$(echo_cmd) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 deps:
 	@scripts/install-deps

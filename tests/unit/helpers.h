@@ -3,7 +3,6 @@
 #ifndef EB_TEST_HELPERS_H
 #define EB_TEST_HELPERS_H
 
-#include <cmocka.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +14,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* cmocka.h needs the headers above first. */
+#include <cmocka.h>
 
 static inline char *t_mkdtemp(void)
 {
