@@ -38,6 +38,8 @@ struct cloud {
 	struct batch *win;
 	unsigned win_cap, win_head, win_n;
 	struct cloud_stats st;
+	void (*acked_fn)(void *ud);
+	void *acked_ud;
 };
 
 static void pump(struct cloud *c);
@@ -84,6 +86,8 @@ static void settle(struct cloud *c)
 		memq_ack_upto(c->q, upto);
 		memq_get_stats(c->q, &after);
 		c->st.samples_acked += after.acked - before.acked;
+		if (c->acked_fn)
+			c->acked_fn(c->acked_ud);
 	}
 }
 
@@ -220,6 +224,12 @@ struct cloud *cloud_free(struct cloud *c)
 	free(c->win);
 	free(c);
 	return NULL;
+}
+
+void cloud_on_acked(struct cloud *c, void (*fn)(void *ud), void *ud)
+{
+	c->acked_fn = fn;
+	c->acked_ud = ud;
 }
 
 void cloud_start(struct cloud *c)

@@ -34,6 +34,9 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 			eb_report_fn report, struct eb_err *err);
 struct cloud *cloud_free(struct cloud *c);
 
+/* Called after the broker acknowledged samples (space freed in the store). */
+void cloud_on_acked(struct cloud *c, void (*fn)(void *ud), void *ud);
+
 void cloud_start(struct cloud *c);
 /* New samples are waiting: publish what the window allows. */
 void cloud_kick(struct cloud *c);

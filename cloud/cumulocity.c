@@ -23,22 +23,79 @@
 
 #define C8Y_MAX_PAYLOAD 16184
 
+/*
+ * Samples packed into one publish mostly share their second, and gmtime plus
+ * snprintf per sample was the uplink's largest cost under backlog: keep the
+ * "YYYY-MM-DDTHH:MM:SS" of the last second and append only the milliseconds.
+ * (One loop thread: a static cache is safe.)
+ */
 int c8y_format_time(int64_t time_ms, char *buf, size_t len)
 {
+	static time_t cached_sec = -1;
+	static char cached
+		[72]; /* room for any int, to please -Wformat-truncation */
 	time_t sec = (time_t)(time_ms / 1000);
 	int ms = (int)(time_ms % 1000);
-	struct tm tm;
-	int n;
 
 	if (ms < 0) {
 		ms += 1000;
 		sec -= 1;
 	}
-	if (!gmtime_r(&sec, &tm))
-		return -EINVAL;
-	n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		     tm.tm_min, tm.tm_sec, ms);
+	if (len < 25)
+		return -ENOSPC;
+	if (sec != cached_sec) {
+		struct tm tm;
+
+		if (!gmtime_r(&sec, &tm) || tm.tm_year + 1900 > 9999 ||
+		    tm.tm_year + 1900 < 0)
+			return -EINVAL;
+		snprintf(cached, sizeof(cached),
+			 "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			 tm.tm_sec);
+		cached_sec = sec;
+	}
+	memcpy(buf, cached, 19);
+	buf[19] = '.';
+	buf[20] = (char)('0' + ms / 100);
+	buf[21] = (char)('0' + ms / 10 % 10);
+	buf[22] = (char)('0' + ms % 10);
+	buf[23] = 'Z';
+	buf[24] = '\0';
+	return 24;
+}
+
+/*
+ * Numbers: "%.15g" (15 significant digits, enough for any sensor), with a
+ * fast path for the common case, a value below 1e9 that is exactly the
+ * double nearest to a decimal with at most 6 places (21.37, -0.5, 1013):
+ * those are written with integer arithmetic as that decimal, which is the
+ * same number "%.15g" prints, never in exponent notation.
+ */
+static int format_value(double v, char *buf, size_t len)
+{
+	int n;
+
+	if (fabs(v) < 1e9 && (double)llround(v * 1e6) / 1e6 == v) {
+		long long x = llround(v * 1e6);
+		unsigned long long ip, fp;
+		char frac[8];
+		int fl = 6;
+
+		ip = (unsigned long long)(x < 0 ? -x : x) / 1000000ULL;
+		fp = (unsigned long long)(x < 0 ? -x : x) % 1000000ULL;
+		while (fl && fp % 10 == 0) {
+			fp /= 10;
+			fl--;
+		}
+		if (fl)
+			snprintf(frac, sizeof(frac), ".%0*llu", fl, fp);
+		else
+			frac[0] = '\0';
+		n = snprintf(buf, len, "%s%llu%s", x < 0 ? "-" : "", ip, frac);
+	} else {
+		n = snprintf(buf, len, "%.15g", v);
+	}
 	return n < 0 || (size_t)n >= len ? -ENOSPC : n;
 }
 
@@ -105,7 +162,7 @@ static int c8y_format(const struct eb_sample *s, char *buf, size_t len)
 
 	if (!isfinite(s->value))
 		return -EDOM;
-	snprintf(num, sizeof(num), "%.15g", s->value);
+	format_value(s->value, num, sizeof(num));
 	r = c8y_format_time(s->time_ms, when, sizeof(when));
 	if (r < 0)
 		return r;

@@ -146,6 +146,13 @@ static void on_samples(void *ud)
 	cloud_kick(d->cloud);
 }
 
+static void on_acked(void *ud)
+{
+	struct daemon *d = ud;
+
+	sensors_resume(d->sensors);
+}
+
 static void finish(struct daemon *d)
 {
 	struct memq_stats qs;
@@ -328,6 +335,7 @@ static int run(struct daemon *d)
 		log_error("cloud", "%s", err.msg);
 		return EB_EXIT_FAILURE;
 	}
+	cloud_on_acked(d->cloud, on_acked, d);
 	d->shutdown = loop_timer_new(d->loop, on_shutdown_tick, d);
 	d->sensors = sensors_new(d->loop, d->cfg, d->q, on_samples, d);
 	if (!d->shutdown || !d->sensors) {

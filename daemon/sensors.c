@@ -4,8 +4,9 @@
  * intervals from the first deadline so readings do not drift; a sensor that
  * fell behind (suspend, a stalled read) skips ahead instead of bursting.
  * A sensor with interval 0 (sim only) produces as fast as the queue takes:
- * up to a burst per loop round while the queue is below half full, so a
- * benchmark measures the uplink, not overflow drops.
+ * up to a burst per loop round while the queue is below half full, then it
+ * waits for the uplink to free space, so a benchmark measures the uplink,
+ * not overflow drops.
  *
  * A failing sensor is reported when its state changes (ok -> failing with
  * the reason, and back), never once per attempt; the other sensors go on.
@@ -109,9 +110,11 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *data)
 				st.queued + (size_t)i < st.cap / 2;
 		     i++)
 			read_once(s);
-		if (!s->exhausted)
-			/* below half: next round; above: wait a little */
-			loop_timer_arm_in(t, st.queued < st.cap / 2 ? 0 : 1);
+		/* Below half: again next round.  Above: parked until the
+		 * uplink frees space (sensors_resume), no polling. */
+		memq_get_stats(s->set->q, &st);
+		if (!s->exhausted && st.queued < st.cap / 2)
+			loop_timer_arm_in(t, 0);
 	} else {
 		read_once(s);
 		s->next_due += s->conf->interval_ms;
@@ -219,6 +222,19 @@ struct sensors *sensors_free(struct sensors *set)
 	free(set->s);
 	free(set);
 	return NULL;
+}
+
+void sensors_resume(struct sensors *set)
+{
+	if (!set)
+		return;
+	for (size_t i = 0; i < set->n; i++) {
+		struct sensor *s = &set->s[i];
+
+		if (s->timer && s->conf->interval_ms == 0 && !s->exhausted &&
+		    !loop_timer_armed(s->timer))
+			loop_timer_arm_in(s->timer, 0);
+	}
 }
 
 size_t sensors_count(const struct sensors *s)

@@ -21,6 +21,8 @@ struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
 			    struct memq *q, sensors_notify_fn notify, void *ud);
 struct sensors *sensors_free(struct sensors *s);
 size_t sensors_count(const struct sensors *s);
+/* The queue has room again: wake sensors that wait for it (interval 0). */
+void sensors_resume(struct sensors *s);
 uint64_t sensors_dropped(const struct sensors *s);
 
 #endif

@@ -16,6 +16,13 @@ static void test_time_format(void **state)
 	assert_string_equal(buf, "2026-11-22T12:00:00.123Z");
 	assert_true(c8y_format_time(-1, buf, sizeof(buf)) > 0);
 	assert_string_equal(buf, "1969-12-31T23:59:59.999Z");
+	/* the per-second cache never serves a stale second */
+	c8y_format_time(1795348800999LL, buf, sizeof(buf));
+	assert_string_equal(buf, "2026-11-22T12:00:00.999Z");
+	c8y_format_time(1795348801000LL, buf, sizeof(buf));
+	assert_string_equal(buf, "2026-11-22T12:00:01.000Z");
+	c8y_format_time(1795348800007LL, buf, sizeof(buf));
+	assert_string_equal(buf, "2026-11-22T12:00:00.007Z");
 	assert_int_equal(c8y_format_time(0, buf, 10), -ENOSPC);
 }
 
@@ -71,6 +78,35 @@ static void test_measurement_line(void **state)
 	profile_cumulocity.format(&s, buf, sizeof(buf));
 	assert_string_equal(buf, "200,c8y_Temperature,T,123456789012,C,2026-11-"
 				 "22T12:00:00.123Z");
+
+	/* decimals as written, never exponent notation or binary noise */
+	{
+		static const struct {
+			double v;
+			const char *text;
+		} nums[] = {
+			{ 21.37, "21.37" },
+			{ 0.1, "0.1" },
+			{ -0.5, "-0.5" },
+			{ 1013, "1013" },
+			{ 0.00001, "0.00001" },
+			{ 0, "0" },
+			{ 999999999.999999, "999999999.999999" },
+			{ 1.0 / 3, "0.333333333333333" },
+			{ 6.02e23, "6.02e+23" },
+		};
+		for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+			char want[128];
+
+			s.value = nums[i].v;
+			profile_cumulocity.format(&s, buf, sizeof(buf));
+			snprintf(want, sizeof(want),
+				 "200,c8y_Temperature,T,%s,C,"
+				 "2026-11-22T12:00:00.123Z",
+				 nums[i].text);
+			assert_string_equal(buf, want);
+		}
+	}
 
 	s.value = NAN;
 	assert_int_equal(profile_cumulocity.format(&s, buf, sizeof(buf)),
