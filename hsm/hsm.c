@@ -152,6 +152,9 @@ struct hsm *hsm_open(const char *module, const char *pin_file,
 			"(apt-get install libengine-pkcs11-openssl)");
 		goto fail;
 	}
+	/* QUIET: libp11 would print its own lines (with the whole URI) to
+	 * stderr; our error says the same with context, in the log format. */
+	ENGINE_ctrl_cmd_string(h->engine, "QUIET", NULL, 0);
 	if (!ENGINE_ctrl_cmd_string(h->engine, "MODULE_PATH", module, 0) ||
 	    !ENGINE_ctrl_cmd_string(h->engine, "PIN", pin, 0)) {
 		hsm_openssl_errors(detail, sizeof(detail));
