@@ -4,6 +4,7 @@ observer (paho) that collects what devices publish."""
 from __future__ import annotations
 
 import os
+import shutil
 import re
 import signal
 import ssl
@@ -16,7 +17,8 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 from .pki import Issued, Pki
 from .util import LOOPBACK, HarnessError, free_port, port_open, wait_until
 
-MOSQUITTO = os.environ.get("MOSQUITTO", "mosquitto")
+# Debian installs the broker in /usr/sbin, which a non-root PATH may lack.
+MOSQUITTO = os.environ.get("MOSQUITTO") or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 # "New client connected from 127.0.0.1:41234 as gw-0001 (p2, c1, k60, u'gw-0001')."
 _CONNECT_RE = re.compile(
