@@ -56,9 +56,13 @@ struct mqtt {
 	struct loop_timer *retry_timer;
 	struct backoff backoff;
 	char last_log_err[256]; /* libmosquitto's last error line */
-	char last_fail[512];	/* last reported failure reason */
-	int connack;		/* last CONNACK code, -1 none */
-	int sock_err;		/* SO_ERROR of a socket that hung up */
+	/* Reasons already reported in this run of failures (a flapping pair
+	 * of reasons must not flood the log either), and the attempt count. */
+	char reported[4][512];
+	unsigned n_reported;
+	unsigned long failures;
+	int connack;  /* last CONNACK code, -1 none */
+	int sock_err; /* SO_ERROR of a socket that hung up */
 };
 
 static void report(struct mqtt *m, enum eb_log_level lvl, const char *fmt, ...)
@@ -107,20 +111,43 @@ static void schedule_retry(struct mqtt *m)
 	       (unsigned long long)delay);
 }
 
-/* Reports a failure once per distinct reason. */
+/*
+ * Reports a failure once per distinct reason within a run of failures, and
+ * a reminder after 10, 100, 1000... attempts, so a box that cannot reach
+ * its broker for a week says so without filling the journal.
+ */
 static void fail(struct mqtt *m, const char *reason)
 {
-	if (strcmp(reason, m->last_fail)) {
+	unsigned long n = ++m->failures;
+	bool seen = false;
+
+	for (unsigned i = 0; i < m->n_reported; i++)
+		seen |= !strcmp(m->reported[i], reason);
+	if (!seen && m->n_reported < EB_ARRAY_SIZE(m->reported)) {
 		report(m, EB_LOG_ERR, "%s", reason);
-		eb_strlcpy(m->last_fail, reason, sizeof(m->last_fail));
-	} else {
-		report(m, EB_LOG_DEBUG, "still failing: %s", reason);
+		eb_strlcpy(m->reported[m->n_reported++], reason,
+			   sizeof(m->reported[0]));
+		return;
 	}
+	while (n % 10 == 0)
+		n /= 10;
+	if (n == 1)
+		report(m, EB_LOG_WARNING,
+		       "still cannot connect after %lu attempts: %s",
+		       m->failures, reason);
+	else
+		report(m, EB_LOG_DEBUG, "still failing: %s", reason);
+}
+
+static void clear_failures(struct mqtt *m)
+{
+	m->n_reported = 0;
+	m->failures = 0;
 }
 
 static void describe_failure(struct mqtt *m, int rc, char *buf, size_t len)
 {
-	char verify[300];
+	char verify[300], ssl_err[300];
 
 	hsm_tls_take_verify_error(m->o.tls, verify, sizeof(verify));
 	if (verify[0]) {
@@ -138,6 +165,9 @@ static void describe_failure(struct mqtt *m, int rc, char *buf, size_t len)
 	} else if (m->last_log_err[0]) {
 		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
 			 m->o.port, m->last_log_err);
+	} else if (hsm_openssl_errors(ssl_err, sizeof(ssl_err)), ssl_err[0]) {
+		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
+			 m->o.port, ssl_err);
 	} else if (m->sock_err) {
 		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
 			 m->o.port, strerror(m->sock_err));
@@ -153,6 +183,31 @@ static void describe_failure(struct mqtt *m, int rc, char *buf, size_t len)
 		snprintf(buf, len, "connection to %s:%u failed: %s", m->host,
 			 m->o.port, mosquitto_strerror(rc));
 	}
+}
+
+/* What a TLS alert from the server means for the person fixing it. */
+static const char *alert_hint(const char *reason)
+{
+	static const struct {
+		const char *alert, *hint;
+	} hints[] = {
+		{ "alert unknown ca",
+		  "the server does not trust the CA of the device certificate: "
+		  "register that CA with the cloud" },
+		{ "alert certificate expired",
+		  "the server says the device certificate has expired" },
+		{ "alert bad certificate",
+		  "the server rejected the device certificate" },
+		{ "alert certificate unknown",
+		  "the server rejected the device certificate" },
+		{ "alert handshake failure",
+		  "no common TLS parameters with the server" },
+	};
+
+	for (size_t i = 0; i < EB_ARRAY_SIZE(hints); i++)
+		if (strstr(reason, hints[i].alert))
+			return hints[i].hint;
+	return NULL;
 }
 
 /* The connection is gone (or never came up): clean up, plan the next try. */
@@ -173,11 +228,18 @@ static void lost(struct mqtt *m, int rc)
 			describe_failure(m, rc, reason, sizeof(reason));
 		report(m, EB_LOG_WARNING, "disconnected from %s:%u (%s)",
 		       m->host, m->o.port, reason);
-		m->last_fail[0] = '\0';
+		clear_failures(m);
 		if (m->h->disconnected)
 			m->h->disconnected(m->ud);
 	} else {
+		const char *hint;
+		size_t n;
+
 		describe_failure(m, rc, reason, sizeof(reason));
+		hint = alert_hint(reason);
+		n = strlen(reason);
+		if (hint && n < sizeof(reason))
+			snprintf(reason + n, sizeof(reason) - n, " (%s)", hint);
 		fail(m, reason);
 	}
 	m->last_log_err[0] = '\0';
@@ -299,7 +361,7 @@ static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
 	}
 	m->state = ST_CONNECTED;
 	backoff_reset(&m->backoff);
-	m->last_fail[0] = '\0';
+	clear_failures(m);
 	report(m, EB_LOG_NOTICE, "connected to %s:%u as '%s'", m->host,
 	       m->o.port, m->client_id);
 	if (m->h->connected)
