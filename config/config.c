@@ -625,11 +625,20 @@ static void convert(struct eb_config *c, const struct key_def *k,
 		break;
 	}
 	if (v < k->min || (k->max && v > k->max)) {
-		diags_add(d, loc,
-			  "%s.%s: '%s' is out of range (%" PRIu64 "..%" PRIu64
-			  "%s)",
-			  k->section, k->key, r->value, k->min, k->max,
-			  k->kind == K_DURATION ? " ms" : "");
+		const char *unit = k->kind == K_DURATION ? " ms" : "";
+
+		if (k->max)
+			diags_add(d, loc,
+				  "%s.%s: '%s' is out of range (%" PRIu64
+				  "..%" PRIu64 "%s)",
+				  k->section, k->key, r->value, k->min, k->max,
+				  unit);
+		else
+			diags_add(
+				d, loc,
+				"%s.%s: '%s' is out of range (at least %" PRIu64
+				"%s)",
+				k->section, k->key, r->value, k->min, unit);
 		return;
 	}
 	/* Store into the field's own width. */
