@@ -14,7 +14,7 @@ SYSCONFDIR ?= /etc
 DESTDIR   ?=
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libmosquitto openssl libsystemd inih
+PKGS      := libmosquitto openssl libsystemd inih sqlite3
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 \
@@ -31,7 +31,7 @@ LIB_SRC := common/util.c common/sample.c \
 	   daemon/loop.c \
 	   hsm/hsm.c hsm/certcheck.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c \
-	   store/memq.c \
+	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sensors.c
 

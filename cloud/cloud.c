@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Why batches are tracked here and not in the store: a publish carries a
- * contiguous run of sequence numbers, so remembering (mid, end) per publish
- * is enough to acknowledge exactly what the broker confirmed.  PUBACKs are
- * matched by message id and the store is told "everything before end" only
- * once every older publish was acknowledged too, so an out-of-order PUBACK
- * can never release a sample that is still unconfirmed.
+ * Why batches are tracked here: a publish carries one leased run of rows
+ * per store lane, so remembering (mid, lease) per publish is enough to
+ * acknowledge exactly what the broker confirmed, in whatever order the
+ * PUBACKs come.  After a disconnect nothing old is waited for: the
+ * transport starts every connection with a fresh libmosquitto instance (no
+ * library-side re-sends), the window is emptied, and the store offers the
+ * unacknowledged rows again.
  *
- * Live data: a sample is published as soon as it is queued when the window
+ * Live data: a sample is published as soon as it is stored when the window
  * has room (low latency); under backlog the same code packs as many lines
  * as fit into each publish (throughput).
  */
@@ -20,24 +21,32 @@
 #include "mqtt.h"
 #include "profile.h"
 
+#define MAX_ROWS 512
+#define MAX_EVENTS 4
+
 struct batch {
 	int mid;
-	uint64_t end; /* store sequence just past the batch */
-	bool acked;
+	bool is_event;
+	int64_t event_id;
+	struct store_lease lease;
 };
 
 struct cloud {
 	struct loop *loop;
-	struct memq *q;
+	struct store *st;
 	const struct cloud_profile *profile;
 	struct mqtt *mqtt;
 	eb_report_fn report;
 	char *bootstrap;
 	size_t bootstrap_len;
 	char *buf; /* one payload */
+	struct store_row rows[MAX_ROWS];
+	bool bad[MAX_ROWS];
+	size_t want_rows; /* rows to read per publish, adapted to use */
 	struct batch *win;
-	unsigned win_cap, win_head, win_n;
-	struct cloud_stats st;
+	unsigned win_cap, win_n;
+	bool pumping;
+	struct cloud_stats st_;
 	void (*acked_fn)(void *ud);
 	void *acked_ud;
 };
@@ -49,8 +58,10 @@ static void on_connected(void *ud)
 	struct cloud *c = ud;
 	int mid, r;
 
-	c->st.connected = true;
-	c->st.connects++;
+	c->st_.connected = true;
+	c->st_.connects++;
+	c->win_n = 0;
+	store_connected(c->st);
 	if (c->bootstrap_len) {
 		r = mqtt_publish(c->mqtt, c->profile->uplink_topic,
 				 c->bootstrap, c->bootstrap_len, 1, &mid);
@@ -66,29 +77,8 @@ static void on_disconnected(void *ud)
 {
 	struct cloud *c = ud;
 
-	c->st.connected = false;
-}
-
-/* Releases the acknowledged publishes at the front of the window. */
-static void settle(struct cloud *c)
-{
-	uint64_t upto = 0;
-
-	while (c->win_n && c->win[c->win_head].acked) {
-		upto = c->win[c->win_head].end;
-		c->win_head = (c->win_head + 1) % c->win_cap;
-		c->win_n--;
-	}
-	if (upto) {
-		struct memq_stats before, after;
-
-		memq_get_stats(c->q, &before);
-		memq_ack_upto(c->q, upto);
-		memq_get_stats(c->q, &after);
-		c->st.samples_acked += after.acked - before.acked;
-		if (c->acked_fn)
-			c->acked_fn(c->acked_ud);
-	}
+	c->st_.connected = false;
+	c->win_n = 0; /* offered again after the next connect */
 }
 
 static void on_published(void *ud, int mid)
@@ -96,16 +86,22 @@ static void on_published(void *ud, int mid)
 	struct cloud *c = ud;
 
 	for (unsigned i = 0; i < c->win_n; i++) {
-		struct batch *b = &c->win[(c->win_head + i) % c->win_cap];
+		struct batch b = c->win[i];
 
-		if (b->mid == mid && !b->acked) {
-			b->acked = true;
-			settle(c);
-			pump(c);
-			return;
+		if (b.mid != mid)
+			continue;
+		c->win[i] = c->win[--c->win_n];
+		if (b.is_event) {
+			store_event_ack(c->st, b.event_id);
+		} else {
+			store_ack(c->st, &b.lease);
+			if (c->acked_fn)
+				c->acked_fn(c->acked_ud);
 		}
+		pump(c);
+		return;
 	}
-	/* the bootstrap, or a duplicate PUBACK */
+	/* the bootstrap, or a PUBACK from before a reconnect */
 }
 
 static const struct mqtt_handler handler = {
@@ -114,56 +110,110 @@ static const struct mqtt_handler handler = {
 	.published = on_published,
 };
 
-static void pump(struct cloud *c)
+static bool publish(struct cloud *c, const char *payload, size_t len, int *mid)
 {
-	while (mqtt_connected(c->mqtt) && c->win_n < c->win_cap &&
-	       memq_pending(c->q)) {
-		size_t len, bad = 0;
-		size_t used =
-			profile_pack(c->profile, c->q, c->buf, &len, &bad);
-		struct batch *b;
-		int mid = 0, r;
+	int r = mqtt_publish(c->mqtt, c->profile->uplink_topic, payload, len, 1,
+			     mid);
 
-		if (!used)
-			break;
-		if (bad) {
-			/* Leased with this batch so they cannot block the
-			 * queue forever; counted and reported. */
-			c->st.quarantined += bad;
-			if (c->report)
-				c->report(
-					EB_LOG_WARNING, "cloud",
-					"%zu samples cannot be formatted "
-					"(not a finite number): skipped, "
-					"%llu so far",
-					bad,
-					(unsigned long long)c->st.quarantined);
+	if (r < 0 && r != -ENOTCONN && c->report)
+		c->report(EB_LOG_WARNING, "cloud", "publish failed: %s",
+			  strerror(-r));
+	return r == 0;
+}
+
+static void pump_events(struct cloud *c)
+{
+	struct store_event ev[MAX_EVENTS];
+	size_t n;
+
+	if (!c->profile->format_event || c->win_n >= c->win_cap)
+		return;
+	n = store_events(c->st, ev, MAX_EVENTS);
+	for (size_t i = 0; i < n && c->win_n < c->win_cap; i++) {
+		struct batch *b;
+		int len, mid;
+
+		len = c->profile->format_event(ev[i].type, ev[i].text,
+					       ev[i].time_ms, c->buf,
+					       c->profile->max_payload + 1);
+		if (len < 0) {
+			store_event_ack(c->st, ev[i].id); /* unsendable */
+			continue;
 		}
-		if (len) {
-			r = mqtt_publish(c->mqtt, c->profile->uplink_topic,
-					 c->buf, len, 1, &mid);
-			if (r < 0) {
-				if (r != -ENOTCONN && c->report)
-					c->report(EB_LOG_WARNING, "cloud",
-						  "publish failed: %s",
-						  strerror(-r));
-				return;
-			}
-			c->st.publishes++;
-		}
-		b = &c->win[(c->win_head + c->win_n) % c->win_cap];
+		if (!publish(c, c->buf, (size_t)len, &mid))
+			return;
+		store_event_inflight(c->st, ev[i].id);
+		b = &c->win[c->win_n++];
 		b->mid = mid;
-		b->end = memq_lease(c->q, used);
-		b->acked = len == 0; /* nothing sent: nothing to wait for */
-		c->win_n++;
-		c->st.samples_sent += used;
-		if (b->acked)
-			settle(c);
+		b->is_event = true;
+		b->event_id = ev[i].id;
+		c->st_.events++;
+		if (c->report)
+			c->report(EB_LOG_NOTICE, "cloud", "event %s: %s",
+				  ev[i].type, ev[i].text);
 	}
 }
 
+static void pump(struct cloud *c)
+{
+	/* on_published() may run inside mqtt_publish(): no re-entry */
+	if (c->pumping)
+		return;
+	c->pumping = true;
+	if (mqtt_connected(c->mqtt))
+		pump_events(c);
+	while (mqtt_connected(c->mqtt) && c->win_n < c->win_cap) {
+		size_t n = store_next(c->st, c->rows, c->want_rows);
+		size_t len, used, bad = 0;
+		struct batch *b;
+		int mid = 0;
+
+		if (!n)
+			break;
+		used = profile_pack(c->profile, c->rows, n, c->buf, &len,
+				    c->bad);
+		/* read a little more than one publish takes, next time */
+		if (used == n)
+			c->want_rows = n * 2 < MAX_ROWS ? n * 2 : MAX_ROWS;
+		else
+			c->want_rows =
+				used + 16 < MAX_ROWS ? used + 16 : MAX_ROWS;
+		if (c->want_rows < 16)
+			c->want_rows = 16;
+		for (size_t i = 0; i < used; i++)
+			if (c->bad[i]) {
+				store_quarantine(c->st, &c->rows[i]);
+				bad++;
+			}
+		if (bad) {
+			c->st_.quarantined += bad;
+			if (c->report)
+				c->report(
+					EB_LOG_WARNING, "cloud",
+					"%zu samples cannot be formatted: "
+					"quarantined, %llu so far",
+					bad,
+					(unsigned long long)c->st_.quarantined);
+		}
+		if (len && !publish(c, c->buf, len, &mid))
+			break;
+		b = &c->win[c->win_n++];
+		b->mid = mid;
+		b->is_event = false;
+		store_lease(c->st, c->rows, used, &b->lease);
+		c->st_.publishes += len != 0;
+		c->st_.samples_sent += used - bad;
+		if (!len) {
+			/* nothing sent: nothing to wait for */
+			store_ack(c->st, &b->lease);
+			c->win_n--;
+		}
+	}
+	c->pumping = false;
+}
+
 struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
-			SSL_CTX *tls, struct memq *q, const char *version,
+			SSL_CTX *tls, struct store *st, const char *version,
 			eb_report_fn report, struct eb_err *err)
 {
 	struct mqtt_opts o = {
@@ -171,7 +221,8 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 		.port = cfg->cloud.port,
 		.client_id = cfg->gateway.id,
 		.keepalive_s = (unsigned)(cfg->cloud.keepalive_ms / 1000),
-		.max_inflight = cfg->cloud.max_inflight + 1, /* + bootstrap */
+		/* our window, the bootstrap and the events */
+		.max_inflight = cfg->cloud.max_inflight + MAX_EVENTS + 1,
 		.backoff_min_ms = cfg->cloud.backoff_min_ms,
 		.backoff_max_ms = cfg->cloud.backoff_max_ms,
 		.tls = tls,
@@ -185,8 +236,9 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 		return NULL;
 	}
 	c->loop = loop;
-	c->q = q;
+	c->st = st;
 	c->report = report;
+	c->want_rows = 64;
 	c->profile = profile_find(cfg->cloud.profile);
 	if (!c->profile) {
 		eb_errf(err, -EINVAL, "unknown cloud profile '%s'",
@@ -242,19 +294,19 @@ void cloud_kick(struct cloud *c)
 	pump(c);
 }
 
-bool cloud_flushed(const struct cloud *c)
+bool cloud_idle(const struct cloud *c)
 {
-	return c->win_n == 0 && memq_pending(c->q) == 0;
+	return c->win_n == 0;
 }
 
 void cloud_stop(struct cloud *c)
 {
 	mqtt_stop(c->mqtt);
-	c->st.connected = false;
+	c->st_.connected = false;
 }
 
-void cloud_get_stats(const struct cloud *c, struct cloud_stats *st)
+void cloud_get_stats(const struct cloud *c, struct cloud_stats *out)
 {
-	*st = c->st;
-	st->inflight = c->win_n;
+	*out = c->st_;
+	out->inflight = c->win_n;
 }

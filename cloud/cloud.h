@@ -2,7 +2,8 @@
 /*
  * The uplink: takes samples from the store, packs them into publishes as
  * the cloud profile says, sends them over the MQTT transport with QoS 1 and
- * acknowledges them to the store only on PUBACK.
+ * acknowledges them to the store only on PUBACK.  Store events (drop
+ * reports, resets) go out the same way.
  */
 #ifndef EB_CLOUD_H
 #define EB_CLOUD_H
@@ -15,7 +16,7 @@
 #include "../common/util.h"
 #include "../config/config.h"
 #include "../daemon/loop.h"
-#include "../store/memq.h"
+#include "../store/store.h"
 
 struct cloud;
 
@@ -26,11 +27,12 @@ struct cloud_stats {
 	uint64_t samples_sent;	/* samples in them (incl. re-sends) */
 	uint64_t samples_acked; /* acknowledged by the broker */
 	uint64_t quarantined;	/* samples that could not be formatted */
+	uint64_t events;	/* events published (drop reports...) */
 	unsigned inflight;	/* publishes awaiting PUBACK */
 };
 
 struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
-			SSL_CTX *tls, struct memq *q, const char *version,
+			SSL_CTX *tls, struct store *st, const char *version,
 			eb_report_fn report, struct eb_err *err);
 struct cloud *cloud_free(struct cloud *c);
 
@@ -40,8 +42,8 @@ void cloud_on_acked(struct cloud *c, void (*fn)(void *ud), void *ud);
 void cloud_start(struct cloud *c);
 /* New samples are waiting: publish what the window allows. */
 void cloud_kick(struct cloud *c);
-/* Nothing in flight and nothing pending. */
-bool cloud_flushed(const struct cloud *c);
+/* Nothing in flight. */
+bool cloud_idle(const struct cloud *c);
 void cloud_stop(struct cloud *c);
 void cloud_get_stats(const struct cloud *c, struct cloud_stats *st);
 

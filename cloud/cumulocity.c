@@ -5,6 +5,7 @@
  *   110,<serial>,<model>,<rev>     c8y_Hardware
  *   117,<minutes>                  required interval (availability)
  *   200,<fragment>,<series>,<value>,<unit>,<time>   one measurement
+ *   400,<type>,<text>,<time>       an event (drop reports, store resets)
  * Several lines go in one publish, separated by '\n', up to the platform's
  * 16184-byte limit.
  *
@@ -99,11 +100,11 @@ static int format_value(double v, char *buf, size_t len)
 	return n < 0 || (size_t)n >= len ? -ENOSPC : n;
 }
 
-int c8y_field(const char *value, char *buf, size_t len)
+static int field(const char *value, char *buf, size_t len, bool force)
 {
 	size_t vlen = strlen(value), o = 0;
 	bool quote =
-		strpbrk(value, ",\"\r\n") != NULL ||
+		force || strpbrk(value, ",\"\r\n") != NULL ||
 		(vlen && (value[0] == ' ' || value[0] == '\t' ||
 			  value[vlen - 1] == ' ' || value[vlen - 1] == '\t'));
 
@@ -133,6 +134,11 @@ int c8y_field(const char *value, char *buf, size_t len)
 	return (int)o;
 }
 
+int c8y_field(const char *value, char *buf, size_t len)
+{
+	return field(value, buf, len, false);
+}
+
 static int append(char *buf, size_t len, size_t *o, const char *s)
 {
 	size_t n = strlen(s);
@@ -146,7 +152,18 @@ static int append(char *buf, size_t len, size_t *o, const char *s)
 
 static int append_field(char *buf, size_t len, size_t *o, const char *v)
 {
-	int n = c8y_field(v, buf + *o, len - *o);
+	int n = field(v, buf + *o, len - *o, false);
+
+	if (n < 0)
+		return n;
+	*o += (size_t)n;
+	return 0;
+}
+
+/* Free text is always quoted: it may hold anything. */
+static int append_text(char *buf, size_t len, size_t *o, const char *v)
+{
+	int n = field(v, buf + *o, len - *o, true);
 
 	if (n < 0)
 		return n;
@@ -216,6 +233,26 @@ static int c8y_bootstrap(const struct eb_config *c, const char *version,
 	return (int)o;
 }
 
+static int c8y_format_event(const char *type, const char *text, int64_t time_ms,
+			    char *buf, size_t len)
+{
+	char when[40];
+	size_t o = 0;
+	int r;
+
+	r = c8y_format_time(time_ms, when, sizeof(when));
+	if (r < 0)
+		return r;
+	if ((r = append(buf, len, &o, "400,")) < 0 ||
+	    (r = append_field(buf, len, &o, type)) < 0 ||
+	    (r = append(buf, len, &o, ",")) < 0 ||
+	    (r = append_text(buf, len, &o, text)) < 0 ||
+	    (r = append(buf, len, &o, ",")) < 0 ||
+	    (r = append(buf, len, &o, when)) < 0)
+		return r;
+	return (int)o;
+}
+
 const struct cloud_profile profile_cumulocity = {
 	.name = "cumulocity",
 	.uplink_topic = "s/us",
@@ -225,6 +262,7 @@ const struct cloud_profile profile_cumulocity = {
 	.batch_close = "",
 	.bootstrap = c8y_bootstrap,
 	.format = c8y_format,
+	.format_event = c8y_format_event,
 };
 
 const struct cloud_profile *profile_find(const char *name)

@@ -327,6 +327,43 @@ static void on_misc(struct loop *l, struct loop_timer *t, void *data)
 	loop_timer_arm_in(t, misc_period_ms(m));
 }
 
+static void cb_connect(struct mosquitto *mosq, void *ud, int rc);
+static void cb_disconnect(struct mosquitto *mosq, void *ud, int rc);
+static void cb_publish(struct mosquitto *mosq, void *ud, int mid);
+static void cb_message(struct mosquitto *mosq, void *ud,
+		       const struct mosquitto_message *msg);
+static void cb_log(struct mosquitto *mosq, void *ud, int level, const char *s);
+
+/*
+ * A fresh libmosquitto instance for every connection attempt: with the old
+ * one, unacknowledged QoS 1 messages would be re-sent by the library after
+ * the reconnect, on top of the store offering the same rows again.  The
+ * store is the one source of re-sends.
+ */
+static int make_client(struct mqtt *m)
+{
+	if (m->mosq) {
+		unwatch(m);
+		mosquitto_destroy(m->mosq);
+	}
+	/* clean session: Cumulocity requires it */
+	m->mosq = mosquitto_new(m->client_id, true, m);
+	if (!m->mosq)
+		return -ENOMEM;
+	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+			     MQTT_PROTOCOL_V311);
+	if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, m->o.tls) ||
+	    mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0))
+		return -EINVAL;
+	mosquitto_max_inflight_messages_set(m->mosq, m->o.max_inflight);
+	mosquitto_connect_callback_set(m->mosq, cb_connect);
+	mosquitto_disconnect_callback_set(m->mosq, cb_disconnect);
+	mosquitto_publish_callback_set(m->mosq, cb_publish);
+	mosquitto_message_callback_set(m->mosq, cb_message);
+	mosquitto_log_callback_set(m->mosq, cb_log);
+	return 0;
+}
+
 static void attempt(struct mqtt *m)
 {
 	int rc;
@@ -334,6 +371,11 @@ static void attempt(struct mqtt *m)
 	m->state = ST_CONNECTING;
 	m->connack = -1;
 	m->last_log_err[0] = '\0';
+	if (make_client(m) < 0) {
+		fail(m, "cannot create the MQTT client (out of memory?)");
+		schedule_retry(m);
+		return;
+	}
 	errno = 0;
 	rc = mosquitto_connect_async(m->mosq, m->host, (int)m->o.port,
 				     (int)m->o.keepalive_s);
@@ -427,23 +469,6 @@ struct mqtt *mqtt_new(struct loop *loop, const struct mqtt_opts *opts,
 	if (!m->host || !m->client_id)
 		goto oom;
 	backoff_init(&m->backoff, opts->backoff_min_ms, opts->backoff_max_ms);
-	/* clean session: Cumulocity requires it */
-	m->mosq = mosquitto_new(m->client_id, true, m);
-	if (!m->mosq)
-		goto oom;
-	mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
-			     MQTT_PROTOCOL_V311);
-	if (mosquitto_void_option(m->mosq, MOSQ_OPT_SSL_CTX, opts->tls) ||
-	    mosquitto_int_option(m->mosq, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0)) {
-		eb_errf(err, -EINVAL, "libmosquitto refused the TLS context");
-		return mqtt_free(m);
-	}
-	mosquitto_max_inflight_messages_set(m->mosq, opts->max_inflight);
-	mosquitto_connect_callback_set(m->mosq, cb_connect);
-	mosquitto_disconnect_callback_set(m->mosq, cb_disconnect);
-	mosquitto_publish_callback_set(m->mosq, cb_publish);
-	mosquitto_message_callback_set(m->mosq, cb_message);
-	mosquitto_log_callback_set(m->mosq, cb_log);
 	m->misc_timer = loop_timer_new(loop, on_misc, m);
 	m->retry_timer = loop_timer_new(loop, on_retry, m);
 	if (!m->misc_timer || !m->retry_timer ||
@@ -540,5 +565,5 @@ int mqtt_subscribe(struct mqtt *m, const char *topic, int qos)
 
 bool mqtt_idle(const struct mqtt *m)
 {
-	return !mosquitto_want_write(m->mosq);
+	return !m->mosq || !mosquitto_want_write(m->mosq);
 }

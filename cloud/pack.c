@@ -6,34 +6,30 @@
  */
 #include <string.h>
 
-#include "../store/memq.h"
+#include "../store/store.h"
 #include "profile.h"
 
-size_t profile_pack(const struct cloud_profile *p, const struct memq *q,
-		    char *buf, size_t *len, size_t *bad)
+size_t profile_pack(const struct cloud_profile *p, const struct store_row *rows,
+		    size_t n, char *buf, size_t *len, bool *bad)
 {
-	size_t pending = memq_pending(q);
 	size_t open = strlen(p->batch_open), sep = strlen(p->batch_sep);
 	size_t close = strlen(p->batch_close);
 	size_t o = open, records = 0, used = 0;
 	char line[1024];
 
-	*bad = 0;
 	memcpy(buf, p->batch_open, open);
-	for (; used < pending; used++) {
-		const struct eb_sample *s = memq_pending_at(q, used);
-		int n = p->format(s, line, sizeof(line));
+	for (; used < n; used++) {
+		int k = p->format(&rows[used].s, line, sizeof(line));
 		size_t need;
 
-		if (n < 0) {
-			(*bad)++;
+		bad[used] = k < 0;
+		if (k < 0)
 			continue;
-		}
-		need = (records ? sep : 0) + (size_t)n + close;
+		need = (records ? sep : 0) + (size_t)k + close;
 		if (o + need > p->max_payload) {
 			if (!records) {
 				/* can never fit: consume it as bad */
-				(*bad)++;
+				bad[used] = true;
 				used++;
 			}
 			break;
@@ -42,8 +38,8 @@ size_t profile_pack(const struct cloud_profile *p, const struct memq *q,
 			memcpy(buf + o, p->batch_sep, sep);
 			o += sep;
 		}
-		memcpy(buf + o, line, (size_t)n);
-		o += (size_t)n;
+		memcpy(buf + o, line, (size_t)k);
+		o += (size_t)k;
 		records++;
 	}
 	memcpy(buf + o, p->batch_close, close);

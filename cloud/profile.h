@@ -7,7 +7,9 @@
 #ifndef EB_PROFILE_H
 #define EB_PROFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../common/sample.h"
 #include "../config/config.h"
@@ -25,20 +27,23 @@ struct cloud_profile {
 	/* One sample as one record.  Returns its length, -ENOSPC when it
 	 * does not fit, -EDOM when it cannot be expressed (NaN). */
 	int (*format)(const struct eb_sample *s, char *buf, size_t len);
+	/* A platform event (type, free text, time) as one record. */
+	int (*format_event)(const char *type, const char *text, int64_t time_ms,
+			    char *buf, size_t len);
 };
 
 const struct cloud_profile *profile_find(const char *name);
 
-struct memq;
+struct store_row;
 /*
- * Packs the store's pending samples, oldest first, into one payload of at
- * most p->max_payload bytes in buf (which holds max_payload + 1).  Returns
- * how many samples it consumed (0: none pending); *len is the payload size
- * (0 if none could be formatted) and *bad counts samples that could not be
- * formatted at all: they are consumed so they cannot block the queue.
+ * Packs rows, in order, into one payload of at most p->max_payload bytes in
+ * buf (which holds max_payload + 1).  Returns how many rows it consumed;
+ * *len is the payload size (0 if none could be formatted).  bad[i] is set
+ * for a consumed row that can never be formatted: the caller sets it
+ * aside so it cannot block the queue.
  */
-size_t profile_pack(const struct cloud_profile *p, const struct memq *q,
-		    char *buf, size_t *len, size_t *bad);
+size_t profile_pack(const struct cloud_profile *p, const struct store_row *rows,
+		    size_t n, char *buf, size_t *len, bool *bad);
 
 extern const struct cloud_profile profile_cumulocity;
 

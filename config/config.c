@@ -501,6 +501,7 @@ enum kind {
 	K_UINT,
 	K_SIZE,
 	K_LOGLEVEL,
+	K_CHOICE, /* index into choices, stored as int */
 };
 
 struct key_def {
@@ -510,41 +511,59 @@ struct key_def {
 	size_t offset;
 	bool required;
 	uint64_t min, max; /* for K_DURATION / K_UINT / K_SIZE; max 0 = none */
+	const char *const *choices; /* K_CHOICE */
 };
+
+static const char *const overflow_choices[] = { "drop-oldest", "drop-newest",
+						NULL };
+static const char *const sync_choices[] = { "normal", "full", NULL };
 
 #define OFF(f) offsetof(struct eb_config, f)
 
+#define KEY(s, k, kind_, field, req, lo, hi)                                   \
+	{                                                                      \
+		.section = s, .key = k, .kind = kind_, .offset = OFF(field),   \
+		.required = req, .min = lo, .max = hi                          \
+	}
+#define KEYC(s, k, field, list)                                                \
+	{                                                                      \
+		.section = s, .key = k, .kind = K_CHOICE,                      \
+		.offset = OFF(field), .choices = list                          \
+	}
+
 static const struct key_def keys[] = {
-	{ "gateway", "id", K_STRING, OFF(gateway.id), true, 0, 0 },
-	{ "gateway", "name", K_STRING, OFF(gateway.name), false, 0, 0 },
-	{ "gateway", "type", K_STRING, OFF(gateway.type), false, 0, 0 },
-	{ "gateway", "state_dir", K_PATH, OFF(gateway.state_dir), false, 0, 0 },
-	{ "gateway", "log_level", K_LOGLEVEL, OFF(gateway.log_level), false, 0,
-	  0 },
-	{ "hsm", "module", K_PATH, OFF(hsm.module), true, 0, 0 },
-	{ "hsm", "key", K_STRING, OFF(hsm.key), true, 0, 0 },
-	{ "hsm", "pin_file", K_PATH, OFF(hsm.pin_file), false, 0, 0 },
-	{ "cloud", "profile", K_STRING, OFF(cloud.profile), false, 0, 0 },
-	{ "cloud", "host", K_STRING, OFF(cloud.host), true, 0, 0 },
-	{ "cloud", "port", K_PORT, OFF(cloud.port), false, 1, 65535 },
-	{ "cloud", "ca_file", K_PATH, OFF(cloud.ca_file), true, 0, 0 },
-	{ "cloud", "cert_file", K_PATH, OFF(cloud.cert_file), true, 0, 0 },
-	{ "cloud", "keepalive", K_DURATION, OFF(cloud.keepalive_ms), false,
-	  5000, 65535000 },
-	{ "cloud", "backoff_min", K_DURATION, OFF(cloud.backoff_min_ms), false,
-	  10, 3600000 },
-	{ "cloud", "backoff_max", K_DURATION, OFF(cloud.backoff_max_ms), false,
-	  100, 86400000 },
-	{ "cloud", "required_interval", K_DURATION,
-	  OFF(cloud.required_interval_min), false, 60000, 0 },
-	{ "cloud", "max_inflight", K_UINT, OFF(cloud.max_inflight), false, 1,
-	  1000 },
-	{ "cloud", "shutdown_timeout", K_DURATION,
-	  OFF(cloud.shutdown_timeout_ms), false, 0, 600000 },
-	{ "cloud", "cert_warn", K_DURATION, OFF(cloud.cert_warn_ms), false, 0,
-	  0 },
-	{ "store", "ram_samples", K_UINT, OFF(store.ram_samples), false, 16,
-	  100000000 },
+	KEY("gateway", "id", K_STRING, gateway.id, true, 0, 0),
+	KEY("gateway", "name", K_STRING, gateway.name, false, 0, 0),
+	KEY("gateway", "type", K_STRING, gateway.type, false, 0, 0),
+	KEY("gateway", "state_dir", K_PATH, gateway.state_dir, false, 0, 0),
+	KEY("gateway", "log_level", K_LOGLEVEL, gateway.log_level, false, 0, 0),
+	KEY("hsm", "module", K_PATH, hsm.module, true, 0, 0),
+	KEY("hsm", "key", K_STRING, hsm.key, true, 0, 0),
+	KEY("hsm", "pin_file", K_PATH, hsm.pin_file, false, 0, 0),
+	KEY("cloud", "profile", K_STRING, cloud.profile, false, 0, 0),
+	KEY("cloud", "host", K_STRING, cloud.host, true, 0, 0),
+	KEY("cloud", "port", K_PORT, cloud.port, false, 1, 65535),
+	KEY("cloud", "ca_file", K_PATH, cloud.ca_file, true, 0, 0),
+	KEY("cloud", "cert_file", K_PATH, cloud.cert_file, true, 0, 0),
+	KEY("cloud", "keepalive", K_DURATION, cloud.keepalive_ms, false, 5000,
+	    65535000),
+	KEY("cloud", "backoff_min", K_DURATION, cloud.backoff_min_ms, false, 10,
+	    3600000),
+	KEY("cloud", "backoff_max", K_DURATION, cloud.backoff_max_ms, false,
+	    100, 86400000),
+	KEY("cloud", "required_interval", K_DURATION,
+	    cloud.required_interval_min, false, 60000, 0),
+	KEY("cloud", "max_inflight", K_UINT, cloud.max_inflight, false, 1,
+	    1000),
+	KEY("cloud", "shutdown_timeout", K_DURATION, cloud.shutdown_timeout_ms,
+	    false, 0, 600000),
+	KEY("cloud", "cert_warn", K_DURATION, cloud.cert_warn_ms, false, 0, 0),
+	KEY("store", "max_size", K_SIZE, store.max_size, false, 65536, 0),
+	KEY("store", "max_age", K_DURATION, store.max_age_ms, false, 0, 0),
+	KEYC("store", "overflow", store.overflow, overflow_choices),
+	KEYC("store", "sync", store.sync, sync_choices),
+	KEY("store", "ram_samples", K_UINT, store.ram_samples, false, 16,
+	    10000000),
 };
 
 static const struct key_def *find_key(const char *section, const char *key,
@@ -587,6 +606,22 @@ static void convert(struct eb_config *c, const struct key_def *k,
 		free(*(char **)field);
 		*(char **)field = strdup(r->value);
 		return;
+	case K_CHOICE: {
+		char names[128] = "";
+
+		for (int i = 0; k->choices[i]; i++) {
+			if (streq(k->choices[i], r->value)) {
+				*(int *)field = i;
+				return;
+			}
+			snprintf(names + strlen(names),
+				 sizeof(names) - strlen(names), "%s%s",
+				 i ? ", " : "", k->choices[i]);
+		}
+		diags_add(d, loc, "%s.%s: '%s' is not one of: %s", k->section,
+			  k->key, r->value, names);
+		return;
+	}
 	case K_LOGLEVEL:
 		if (config_parse_log_level(r->value, field) < 0)
 			diags_add(d, loc,
@@ -887,7 +922,8 @@ static void set_defaults(struct eb_config *c)
 	c->cloud.max_inflight = 20;
 	c->cloud.shutdown_timeout_ms = 3000;
 	c->cloud.cert_warn_ms = 30ULL * 86400000;
-	c->store.ram_samples = 100000;
+	c->store.max_size = 64ULL << 20;
+	c->store.ram_samples = 10000;
 }
 
 static int fill_string_defaults(struct eb_config *c)

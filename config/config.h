@@ -89,7 +89,11 @@ struct eb_config {
 		uint64_t cert_warn_ms; /* warn when the leaf expires within */
 	} cloud;
 	struct {
-		size_t ram_samples; /* cap of the in-memory queue */
+		uint64_t max_size;   /* cap of the queue database */
+		uint64_t max_age_ms; /* 0 = none */
+		int overflow;	     /* 0 drop-oldest, 1 drop-newest */
+		int sync;	     /* 0 normal, 1 full */
+		size_t ram_samples;  /* RAM inbox cap (disk trouble) */
 	} store;
 	struct eb_sensor_conf *sensor;
 	size_t n_sensor;

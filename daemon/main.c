@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -26,7 +27,7 @@
 #include "../drivers/driver.h"
 #include "../hsm/certcheck.h"
 #include "../hsm/hsm.h"
-#include "../store/memq.h"
+#include "../store/store.h"
 #include "log.h"
 #include "loop.h"
 #include "sensors.h"
@@ -41,7 +42,7 @@ struct daemon {
 	struct loop *loop;
 	struct hsm *hsm;
 	SSL_CTX *tls;
-	struct memq *q;
+	struct store *st;
 	struct cloud *cloud;
 	struct sensors *sensors;
 	struct loop_timer *watchdog;
@@ -102,40 +103,46 @@ static size_t report_certcheck(const struct cc_report *rep, bool quiet_pass)
 static void status(struct daemon *d)
 {
 	struct cloud_stats cs;
-	struct memq_stats qs;
+	struct store_stats ss;
 
 	if (!d->cloud)
 		return;
 	cloud_get_stats(d->cloud, &cs);
-	memq_get_stats(d->q, &qs);
+	store_get_stats(d->st, &ss);
 	sd_notifyf(0,
-		   "STATUS=%s %s:%u; %zu sensors; %llu sent, %zu queued, "
-		   "%llu dropped",
+		   "STATUS=%s %s:%u; %zu sensors; %llu sent, %llu queued, "
+		   "%llu dropped%s",
 		   cs.connected ? "connected to" : "connecting to",
 		   d->cfg->cloud.host, d->cfg->cloud.port,
 		   d->sensors ? sensors_count(d->sensors) : 0,
-		   (unsigned long long)cs.samples_acked, qs.queued,
-		   (unsigned long long)qs.dropped);
+		   (unsigned long long)ss.acked,
+		   (unsigned long long)(ss.stored + ss.inbox),
+		   (unsigned long long)ss.dropped,
+		   ss.disk_ok ? "" : "; CANNOT WRITE THE QUEUE");
 }
 
 static void log_stats(struct daemon *d)
 {
 	struct cloud_stats cs;
-	struct memq_stats qs;
+	struct store_stats ss;
 
 	cloud_get_stats(d->cloud, &cs);
-	memq_get_stats(d->q, &qs);
+	store_get_stats(d->st, &ss);
 	log_info("stats",
-		 "%s; samples: %llu queued in total, %llu acknowledged, %zu "
-		 "waiting, %llu dropped (queue full), %llu quarantined; "
-		 "%llu publishes, %u in flight; %llu connects; %llu wakeups",
+		 "%s; samples: %llu queued in total, %llu acknowledged, %llu "
+		 "waiting (%llu stored, %llu in RAM), %llu dropped, %llu "
+		 "quarantined; store %llu KiB%s; %llu publishes, %u in "
+		 "flight, %llu events; %llu connects; %llu wakeups",
 		 cs.connected ? "connected" : "not connected",
-		 (unsigned long long)qs.pushed,
-		 (unsigned long long)cs.samples_acked, qs.queued,
-		 (unsigned long long)qs.dropped,
-		 (unsigned long long)cs.quarantined,
+		 (unsigned long long)ss.pushed, (unsigned long long)ss.acked,
+		 (unsigned long long)(ss.stored + ss.inbox),
+		 (unsigned long long)ss.stored, (unsigned long long)ss.inbox,
+		 (unsigned long long)ss.dropped,
+		 (unsigned long long)(ss.quarantined + cs.quarantined),
+		 (unsigned long long)(ss.bytes / 1024),
+		 ss.disk_ok ? "" : " (cannot write)",
 		 (unsigned long long)cs.publishes, cs.inflight,
-		 (unsigned long long)cs.connects,
+		 (unsigned long long)cs.events, (unsigned long long)cs.connects,
 		 (unsigned long long)loop_wakeups(d->loop));
 }
 
@@ -155,15 +162,14 @@ static void on_acked(void *ud)
 
 static void finish(struct daemon *d)
 {
-	struct memq_stats qs;
+	struct store_stats ss;
 
 	loop_timer_disarm(d->shutdown);
-	memq_get_stats(d->q, &qs);
-	if (qs.queued)
-		log_warning("main",
-			    "stopping with %zu samples not acknowledged by "
-			    "the cloud",
-			    qs.queued);
+	store_flush(d->st);
+	store_get_stats(d->st, &ss);
+	if (ss.stored + ss.inbox)
+		log_info("main", "stopping with %llu samples queued for later",
+			 (unsigned long long)(ss.stored + ss.inbox));
 	cloud_stop(d->cloud);
 	loop_quit(d->loop, EB_EXIT_OK);
 }
@@ -173,7 +179,7 @@ static void on_shutdown_tick(struct loop *l, struct loop_timer *t, void *ud)
 	struct daemon *d = ud;
 
 	(void)l;
-	if (cloud_flushed(d->cloud) || eb_now_ms() >= d->shutdown_deadline) {
+	if (cloud_idle(d->cloud) || eb_now_ms() >= d->shutdown_deadline) {
 		finish(d);
 		return;
 	}
@@ -234,7 +240,8 @@ static void reload(struct daemon *d)
 	 * rendered what it needs at start), so it can go now. */
 	config_free(d->cfg);
 	d->cfg = n;
-	d->sensors = sensors_new(d->loop, d->cfg, d->q, on_samples, d);
+	d->sensors = sensors_new(d->loop, d->cfg, d->st,
+				 d->cfg->store.ram_samples, on_samples, d);
 	log_info("main", "reloaded: %zu sensors",
 		 d->sensors ? sensors_count(d->sensors) : 0);
 	status(d);
@@ -268,6 +275,66 @@ static void on_watchdog(struct loop *l, struct loop_timer *t, void *ud)
 	sd_notify(0, "WATCHDOG=1");
 	status(d);
 	loop_timer_arm_in(t, d->watchdog_ms);
+}
+
+/* Before every sleep: commit what this loop round produced, in one
+ * transaction (never one per sample). */
+static void on_tick_end(struct loop *l, void *ud)
+{
+	struct daemon *d = ud;
+
+	(void)l;
+	if (store_dirty(d->st))
+		store_flush(d->st);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[4096];
+
+	if (eb_strlcpy(buf, path, sizeof(buf)) >= sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int open_store(struct daemon *d)
+{
+	struct store_opts so = {
+		.max_size = d->cfg->store.max_size,
+		.max_age_ms = d->cfg->store.max_age_ms,
+		.drop_newest = d->cfg->store.overflow == 1,
+		.sync_full = d->cfg->store.sync == 1,
+		.ram_samples = d->cfg->store.ram_samples,
+		.report = log_msg,
+	};
+	struct eb_err err = { "" };
+	char path[4200];
+	int r;
+
+	r = mkdir_p(d->cfg->gateway.state_dir, 0750);
+	if (r < 0) {
+		log_error("store", "cannot create gateway.state_dir %s: %s",
+			  d->cfg->gateway.state_dir, strerror(-r));
+		return EB_EXIT_CONFIG;
+	}
+	snprintf(path, sizeof(path), "%s/queue.db", d->cfg->gateway.state_dir);
+	so.path = path;
+	d->st = store_open(&so, &err);
+	if (!d->st) {
+		log_error("store", "%s", err.msg);
+		return EB_EXIT_FAILURE;
+	}
+	return EB_EXIT_OK;
 }
 
 static int run(struct daemon *d)
@@ -319,26 +386,30 @@ static int run(struct daemon *d)
 	}
 
 	d->loop = loop_new();
-	d->q = memq_new(d->cfg->store.ram_samples);
-	if (!d->loop || !d->q) {
+	if (!d->loop) {
 		log_error("main", "out of memory");
 		return EB_EXIT_FAILURE;
 	}
+	r = open_store(d);
+	if (r != EB_EXIT_OK)
+		return r;
 	r = loop_signals(d->loop, sigs, (int)EB_ARRAY_SIZE(sigs), on_signal, d);
 	if (r < 0) {
 		log_error("main", "cannot set up signals: %s", strerror(-r));
 		return EB_EXIT_FAILURE;
 	}
-	d->cloud = cloud_new(d->loop, d->cfg, d->tls, d->q, EB_VERSION, log_msg,
-			     &err);
+	d->cloud = cloud_new(d->loop, d->cfg, d->tls, d->st, EB_VERSION,
+			     log_msg, &err);
 	if (!d->cloud) {
 		log_error("cloud", "%s", err.msg);
 		return EB_EXIT_FAILURE;
 	}
 	cloud_on_acked(d->cloud, on_acked, d);
 	d->shutdown = loop_timer_new(d->loop, on_shutdown_tick, d);
-	d->sensors = sensors_new(d->loop, d->cfg, d->q, on_samples, d);
-	if (!d->shutdown || !d->sensors) {
+	d->sensors = sensors_new(d->loop, d->cfg, d->st,
+				 d->cfg->store.ram_samples, on_samples, d);
+	if (!d->shutdown || !d->sensors ||
+	    loop_prepare_add(d->loop, on_tick_end, d) < 0) {
 		log_error("main", "out of memory");
 		return EB_EXIT_FAILURE;
 	}
@@ -379,7 +450,7 @@ static void teardown(struct daemon *d)
 	loop_timer_free(d->watchdog);
 	loop_timer_free(d->shutdown);
 	d->loop = loop_free(d->loop);
-	d->q = memq_free(d->q);
+	d->st = store_close(d->st);
 	SSL_CTX_free(d->tls);
 	d->hsm = hsm_close(d->hsm);
 	d->cfg = config_free(d->cfg);

@@ -3,10 +3,10 @@
  * Scheduling: each polled sensor has its own loop timer, advanced by whole
  * intervals from the first deadline so readings do not drift; a sensor that
  * fell behind (suspend, a stalled read) skips ahead instead of bursting.
- * A sensor with interval 0 (sim only) produces as fast as the queue takes:
- * up to a burst per loop round while the queue is below half full, then it
- * waits for the uplink to free space, so a benchmark measures the uplink,
- * not overflow drops.
+ * A sensor with interval 0 (sim only) produces as fast as the uplink takes
+ * it: up to a burst per loop round while fewer than max_waiting samples
+ * wait, then it pauses until acknowledgements come, so a benchmark
+ * measures the uplink and the store, not overflow drops.
  *
  * A failing sensor is reported when its state changes (ok -> failing with
  * the reason, and back), never once per attempt; the other sensors go on.
@@ -40,12 +40,12 @@ struct sensor {
 
 struct sensors {
 	struct loop *loop;
-	struct memq *q;
+	struct store *st;
+	size_t max_waiting;
 	sensors_notify_fn notify;
 	void *ud;
 	struct sensor *s;
 	size_t n;
-	uint64_t dropped;
 };
 
 static void emit(struct sample_sink *sink, double value, int64_t time_ms)
@@ -56,20 +56,17 @@ static void emit(struct sample_sink *sink, double value, int64_t time_ms)
 		.value = value,
 		.time_ms = time_ms,
 	};
-	const char *victim = NULL;
 
 	s->emitted++;
-	if (memq_push(s->set->q, &smp, &victim)) {
-		s->set->dropped++;
-		/* Log the first drop and then every 10000th: a full queue
-		 * during a long outage must not flood the journal. */
-		if (s->set->dropped == 1 || s->set->dropped % 10000 == 0)
-			log_warning("store",
-				    "queue full: dropped the oldest sample "
-				    "(sensor %s); %llu dropped so far",
-				    victim ? victim : "?",
-				    (unsigned long long)s->set->dropped);
-	}
+	store_push(s->set->st, &smp);
+}
+
+static size_t waiting(const struct sensors *set)
+{
+	struct store_stats st;
+
+	store_get_stats(set->st, &st);
+	return (size_t)(st.stored + st.inbox);
 }
 
 static void read_once(struct sensor *s)
@@ -103,17 +100,16 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *data)
 
 	(void)l;
 	if (s->conf->interval_ms == 0) {
-		struct memq_stats st;
+		size_t w = waiting(s->set);
 
-		memq_get_stats(s->set->q, &st);
 		for (int i = 0; i < MAX_RATE_BURST && !s->exhausted &&
-				st.queued + (size_t)i < st.cap / 2;
+				w + (size_t)i < s->set->max_waiting;
 		     i++)
 			read_once(s);
-		/* Below half: again next round.  Above: parked until the
-		 * uplink frees space (sensors_resume), no polling. */
-		memq_get_stats(s->set->q, &st);
-		if (!s->exhausted && st.queued < st.cap / 2)
+		/* Below the mark: again next round.  Above: parked until
+		 * the uplink has samples acknowledged (sensors_resume), no
+		 * polling. */
+		if (!s->exhausted && waiting(s->set) < s->set->max_waiting)
 			loop_timer_arm_in(t, 0);
 	} else {
 		read_once(s);
@@ -188,14 +184,16 @@ static void close_one(struct sensor *s)
 }
 
 struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
-			    struct memq *q, sensors_notify_fn notify, void *ud)
+			    struct store *st, size_t max_waiting,
+			    sensors_notify_fn notify, void *ud)
 {
 	struct sensors *set = calloc(1, sizeof(*set));
 
 	if (!set)
 		return NULL;
 	set->loop = loop;
-	set->q = q;
+	set->st = st;
+	set->max_waiting = max_waiting;
 	set->notify = notify;
 	set->ud = ud;
 	set->s = calloc(cfg->n_sensor ? cfg->n_sensor : 1, sizeof(*set->s));
@@ -240,9 +238,4 @@ void sensors_resume(struct sensors *set)
 size_t sensors_count(const struct sensors *s)
 {
 	return s->n;
-}
-
-uint64_t sensors_dropped(const struct sensors *s)
-{
-	return s->dropped;
 }

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "../config/config.h"
-#include "../store/memq.h"
+#include "../store/store.h"
 #include "loop.h"
 
 struct sensors;
@@ -17,12 +17,14 @@ struct sensors;
 /* Called after samples were queued (the uplink publishes them). */
 typedef void (*sensors_notify_fn)(void *ud);
 
+/* max_waiting: a max-rate sensor (interval 0) pauses while this many
+ * samples wait to be acknowledged. */
 struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
-			    struct memq *q, sensors_notify_fn notify, void *ud);
+			    struct store *st, size_t max_waiting,
+			    sensors_notify_fn notify, void *ud);
 struct sensors *sensors_free(struct sensors *s);
 size_t sensors_count(const struct sensors *s);
 /* The queue has room again: wake sensors that wait for it (interval 0). */
 void sensors_resume(struct sensors *s);
-uint64_t sensors_dropped(const struct sensors *s);
 
 #endif

@@ -7,6 +7,7 @@
  *   sine:        mid + amp * sin(2 pi n interval / period)
  *   ramp:        min .. max, then back to min, once per period
  *   random-walk: steps of at most (max - min) / 50 from the middle, clamped
+ *   counter:     offset + n, exactly (tests account for every sample)
  * count = N stops after N samples (benchmarks account for every one).
  */
 #include <errno.h>
@@ -15,22 +16,23 @@
 
 #include "driver.h"
 
-enum wave { WAVE_SINE, WAVE_RAMP, WAVE_WALK };
+enum wave { WAVE_SINE, WAVE_RAMP, WAVE_WALK, WAVE_COUNTER };
 
-static const char *const waves[] = { "sine", "ramp", "random-walk", NULL };
+static const char *const waves[] = { "sine", "ramp", "random-walk", "counter",
+				     NULL };
 
 struct sim {
 	enum wave wave;
 	double min, max;
 	uint64_t period_ms, step_ms;
 	uint64_t seed, count, n;
-	double walk;
+	double walk, offset;
 	double scale; /* 10^decimals */
 };
 
 struct sim_params {
 	int wave;
-	double min, max;
+	double min, max, offset;
 	uint64_t period_ms, seed, count, decimals;
 };
 
@@ -45,6 +47,7 @@ static bool params(struct eb_sensor_conf *c, struct eb_diags *d,
 	p->seed = 1;
 	p->count = 0;
 	p->decimals = 2;
+	p->offset = 0;
 	p->wave = driver_opt_choice(c, "waveform", waves, WAVE_SINE, d);
 	ok &= p->wave >= 0;
 	range_ok &= driver_opt_double(c, "min", d, &p->min);
@@ -53,6 +56,7 @@ static bool params(struct eb_sensor_conf *c, struct eb_diags *d,
 	ok &= driver_opt_uint(c, "seed", UINT64_MAX, d, &p->seed);
 	ok &= driver_opt_uint(c, "count", UINT64_MAX, d, &p->count);
 	ok &= driver_opt_uint(c, "decimals", 6, d, &p->decimals);
+	ok &= driver_opt_double(c, "offset", d, &p->offset);
 	if (range_ok && p->max < p->min) {
 		diags_add(d, &c->loc, "sensor.%s: max is below min", c->name);
 		range_ok = false;
@@ -93,6 +97,7 @@ static int sim_open(struct eb_sensor_conf *c, void **state, struct eb_err *err)
 	s->seed = p.seed ? p.seed : 1;
 	s->count = p.count;
 	s->walk = (p.min + p.max) / 2;
+	s->offset = p.offset;
 	s->scale = pow(10, (double)p.decimals);
 	*state = s;
 	return 0;
@@ -122,6 +127,9 @@ static int sim_read(void *state, struct sample_sink *sink, struct eb_err *err)
 		break;
 	case WAVE_RAMP:
 		v = s->min + span * t;
+		break;
+	case WAVE_COUNTER:
+		v = s->offset + (double)s->n;
 		break;
 	case WAVE_WALK:
 	default:

@@ -15,7 +15,6 @@ struct memq {
 	size_t cap;
 	uint64_t head, sent, tail;
 	uint64_t pushed, acked, dropped;
-	char dropped_name[128];
 };
 
 struct memq *memq_new(size_t cap)
@@ -56,30 +55,30 @@ struct memq *memq_free(struct memq *q)
 }
 
 int memq_push(struct memq *q, const struct eb_sample *s,
-	      const char **dropped_sensor)
+	      struct eb_sample *dropped)
 {
-	int dropped = 0;
+	int was_full = 0;
 
 	if (q->tail - q->head == q->cap) {
 		struct eb_sample *old = slot(q, q->head);
 
-		if (old->meta)
-			eb_strlcpy(q->dropped_name, old->meta->name,
-				   sizeof(q->dropped_name));
-		if (dropped_sensor)
-			*dropped_sensor = q->dropped_name;
-		release(q, q->head);
+		if (dropped) {
+			*dropped = *old;
+			old->meta = NULL;
+		} else {
+			release(q, q->head);
+		}
 		q->head++;
 		if (q->sent < q->head)
 			q->sent = q->head;
 		q->dropped++;
-		dropped = 1;
+		was_full = 1;
 	}
 	*slot(q, q->tail) = *s;
 	sensor_meta_ref(s->meta);
 	q->tail++;
 	q->pushed++;
-	return dropped;
+	return was_full;
 }
 
 size_t memq_pending(const struct memq *q)

@@ -34,10 +34,10 @@ struct memq *memq_new(size_t cap);
 struct memq *memq_free(struct memq *q);
 
 /* Takes a reference on s->meta.  Returns 1 if the oldest sample had to be
- * dropped to make room (its sensor name is put in *dropped_sensor, if not
- * NULL, valid until the next call), else 0. */
+ * dropped to make room, else 0.  The dropped sample is moved to *dropped
+ * (the caller then owns its meta reference) or released if that is NULL. */
 int memq_push(struct memq *q, const struct eb_sample *s,
-	      const char **dropped_sensor);
+	      struct eb_sample *dropped);
 
 size_t memq_pending(const struct memq *q);
 /* The i-th pending sample (i < memq_pending()). */

@@ -68,7 +68,7 @@ static void test_overflow_drops_oldest_and_counts(void **state)
 {
 	struct memq *q = memq_new(4);
 	struct memq_stats st;
-	const char *victim = NULL;
+	struct eb_sample victim = { 0 };
 	struct eb_sample s = { .meta = m, .value = 99 };
 	uint64_t lease;
 
@@ -77,7 +77,9 @@ static void test_overflow_drops_oldest_and_counts(void **state)
 		push(q, i);
 	lease = memq_lease(q, 2); /* 0,1 in flight */
 	assert_int_equal(memq_push(q, &s, &victim), 1);
-	assert_string_equal(victim, "s");
+	assert_ptr_equal(victim.meta, m); /* handed over with its reference */
+	assert_true(victim.value == 0);
+	sensor_meta_unref(victim.meta);
 	push(q, 100); /* drops 1 */
 	push(q, 101); /* drops 2 (pending) */
 	memq_get_stats(q, &st);

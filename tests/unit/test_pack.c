@@ -4,23 +4,22 @@
 #include "helpers.h"
 
 #include "../../cloud/profile.h"
-#include "../../store/memq.h"
+#include "../../store/store.h"
 
 #define LIMIT 16184
 
-static struct memq *fill(size_t n, struct sensor_meta *m, double nan_at)
-{
-	struct memq *q = memq_new(100000);
+static struct store_row rows[6000];
+static bool bad[6000];
 
+static size_t fill(size_t n, struct sensor_meta *m, double nan_at)
+{
 	for (size_t i = 0; i < n; i++) {
-		struct eb_sample s = {
-			.meta = m,
-			.value = (double)i == nan_at ? NAN : (double)i,
-			.time_ms = 1795348800000LL + (int64_t)i,
-		};
-		memq_push(q, &s, NULL);
+		rows[i].seq = (int64_t)i + 1;
+		rows[i].s.meta = m;
+		rows[i].s.value = (double)i == nan_at ? NAN : (double)i;
+		rows[i].s.time_ms = 1795348800000LL + (int64_t)i;
 	}
-	return q;
+	return n;
 }
 
 static size_t count_lines(const char *buf)
@@ -35,74 +34,72 @@ static size_t count_lines(const char *buf)
 static void test_single_sample_is_one_line(void **state)
 {
 	struct sensor_meta *m = sensor_meta_new("b", "c8y_T", "T", "C");
-	struct memq *q = fill(1, m, -1);
+	size_t n = fill(1, m, -1);
 	char buf[LIMIT + 1];
-	size_t len, bad;
+	size_t len;
 
 	(void)state;
-	assert_int_equal(profile_pack(&profile_cumulocity, q, buf, &len, &bad),
-			 1);
-	assert_int_equal(bad, 0);
+	assert_int_equal(
+		profile_pack(&profile_cumulocity, rows, n, buf, &len, bad), 1);
+	assert_false(bad[0]);
 	assert_int_equal(len, strlen(buf));
 	assert_null(strchr(buf, '\n'));
-	memq_free(q);
 	sensor_meta_unref(m);
 }
 
 static void test_packs_to_the_byte_limit(void **state)
 {
 	struct sensor_meta *m = sensor_meta_new("b", "c8y_T", "T", "C");
-	struct memq *q = fill(5000, m, -1);
+	size_t n = fill(5000, m, -1), off = 0;
 	char buf[LIMIT + 1], one[256];
-	size_t len, bad, used, total = 0;
+	size_t len, used, total = 0;
 	int line_len;
 
 	(void)state;
-	used = profile_pack(&profile_cumulocity, q, buf, &len, &bad);
+	used = profile_pack(&profile_cumulocity, rows, n, buf, &len, bad);
 	assert_true(used > 100);
 	assert_true(len <= LIMIT);
 	assert_int_equal(len, strlen(buf));
 	assert_int_equal(count_lines(buf), used);
 	/* Full: one more line would not have fit. */
-	line_len = profile_cumulocity.format(memq_pending_at(q, used), one,
-					     sizeof(one));
+	line_len = profile_cumulocity.format(&rows[used].s, one, sizeof(one));
 	assert_true(len + 1 + (size_t)line_len > LIMIT);
-	/* Oldest first, in order, nothing skipped. */
+	/* In order, nothing skipped. */
 	assert_true(strncmp(buf, "200,c8y_T,T,0,C,", 16) == 0);
 
-	/* Draining: every sample goes exactly once. */
-	while ((used = profile_pack(&profile_cumulocity, q, buf, &len, &bad))) {
+	/* Draining: every row goes exactly once. */
+	while (off < n && (used = profile_pack(&profile_cumulocity, rows + off,
+					       n - off, buf, &len, bad))) {
 		total += used;
-		memq_ack_upto(q, memq_lease(q, used));
+		off += used;
 		assert_true(len <= LIMIT);
 	}
 	assert_int_equal(total, 5000);
-	memq_free(q);
 	sensor_meta_unref(m);
 }
 
 static void test_bad_sample_is_consumed_not_sent(void **state)
 {
 	struct sensor_meta *m = sensor_meta_new("b", "c8y_T", "T", "C");
-	struct memq *q = fill(3, m, 1);
+	size_t n = fill(3, m, 1);
 	char buf[LIMIT + 1];
-	size_t len, bad;
+	size_t len;
 
 	(void)state;
-	assert_int_equal(profile_pack(&profile_cumulocity, q, buf, &len, &bad),
-			 3);
-	assert_int_equal(bad, 1);
+	assert_int_equal(
+		profile_pack(&profile_cumulocity, rows, n, buf, &len, bad), 3);
+	assert_false(bad[0]);
+	assert_true(bad[1]);
+	assert_false(bad[2]);
 	assert_int_equal(count_lines(buf), 2);
 	assert_null(strstr(buf, "nan"));
-	memq_free(q);
 
 	/* Only bad samples: consumed, nothing to send. */
-	q = fill(1, m, 0);
-	assert_int_equal(profile_pack(&profile_cumulocity, q, buf, &len, &bad),
-			 1);
-	assert_int_equal(bad, 1);
+	n = fill(1, m, 0);
+	assert_int_equal(
+		profile_pack(&profile_cumulocity, rows, n, buf, &len, bad), 1);
+	assert_true(bad[0]);
 	assert_int_equal(len, 0);
-	memq_free(q);
 	sensor_meta_unref(m);
 }
 

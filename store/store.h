@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The durable sample queue: SQLite in WAL mode under gateway.state_dir.
+ *
+ * Samples get a sequence number that never repeats, also across restarts.
+ * They are pushed into a bounded RAM inbox and committed in one transaction
+ * per loop tick (store_flush), never one per sample.  The uplink asks for
+ * the next rows (store_next), leases the ones it packed into a publish
+ * (store_lease) and acknowledges them after the PUBACK (store_ack); only
+ * then are they deleted.  Leases live in RAM: after a disconnect
+ * (store_connected) everything unacknowledged is offered again.
+ *
+ * Two lanes keep live data from starving behind a backlog: rows taken since
+ * the connection came up (live) are offered first, oldest first; the rows
+ * that accumulated before it (backlog) fill what room is left, oldest first.
+ *
+ * Bounded by max_size (and max_age); overflow drops the oldest (or the
+ * newest) unleased rows.  Every drop is counted per sensor and becomes an
+ * event for the cloud, as does a corrupt database found at start.  When the
+ * disk cannot be written, samples wait in the inbox (ram_samples at most,
+ * then the oldest are dropped and counted) and the write is retried.
+ */
+#ifndef EB_STORE_H
+#define EB_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/report.h"
+#include "../common/sample.h"
+#include "../common/util.h"
+
+struct store;
+
+struct store_opts {
+	const char *path; /* the database file */
+	uint64_t max_size;
+	uint64_t max_age_ms; /* 0 = no limit */
+	bool drop_newest;    /* overflow policy; default drop-oldest */
+	bool sync_full;	     /* synchronous=FULL instead of NORMAL */
+	size_t ram_samples;  /* inbox cap */
+	eb_report_fn report;
+};
+
+struct store_row {
+	int64_t seq;
+	struct eb_sample s; /* s.meta is owned by the store */
+};
+
+/* What one publish carried: at most one run per lane. */
+struct store_lease {
+	int64_t lo[2], hi[2];
+	unsigned n;
+};
+
+struct store_event {
+	int64_t id;
+	char type[64];
+	char text[320];
+	int64_t time_ms;
+};
+
+struct store_stats {
+	uint64_t pushed;      /* samples taken */
+	uint64_t acked;	      /* acknowledged and deleted */
+	uint64_t stored;      /* rows in the database now */
+	uint64_t inbox;	      /* waiting in RAM to be written */
+	uint64_t dropped;     /* by policy or disk trouble, all reasons */
+	uint64_t quarantined; /* moved aside: could not be formatted */
+	uint64_t bytes;	      /* database pages in use */
+	bool disk_ok;
+};
+
+struct store *store_open(const struct store_opts *o, struct eb_err *err);
+struct store *store_close(struct store *s);
+
+/* Queues a sample in RAM (takes a reference on s->meta). */
+void store_push(struct store *st, const struct eb_sample *s);
+/* Commits the inbox and the acknowledgements; enforces the caps.  Returns
+ * 0, or -errno when the disk failed (nothing is lost: retried later). */
+int store_flush(struct store *st);
+/* True when the inbox should be flushed before sleeping. */
+bool store_dirty(const struct store *st);
+
+/* A connection came up: a new live lane, every lease released. */
+void store_connected(struct store *st);
+/* The next rows to send, live lane first; not leased yet. */
+size_t store_next(struct store *st, struct store_row *rows, size_t max);
+/* Leases rows[0..n) of what store_next() just returned. */
+void store_lease(struct store *st, const struct store_row *rows, size_t n,
+		 struct store_lease *l);
+void store_ack(struct store *st, const struct store_lease *l);
+/* A row that can never be sent: keep it aside, counted. */
+void store_quarantine(struct store *st, const struct store_row *row);
+
+/* Events for the cloud (drop reports, store resets), oldest first, that
+ * are not in flight.  Drop counters are turned into events here. */
+size_t store_events(struct store *st, struct store_event *ev, size_t max);
+void store_event_inflight(struct store *st, int64_t id);
+void store_event_ack(struct store *st, int64_t id);
+
+void store_get_stats(const struct store *st, struct store_stats *out);
+
+#endif
