@@ -37,7 +37,7 @@ DAEMON_SRC := daemon/main.c daemon/log.c daemon/sensors.c
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers \
-	      test_pack
+	      test_pack test_store
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)
