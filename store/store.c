@@ -666,7 +666,8 @@ static int write_tick(struct store *st, size_t *written)
 	*written = 0;
 	if (exec(st, "BEGIN IMMEDIATE") < 0)
 		return sql_errno(sqlite3_errcode(st->db));
-	/* drop-newest: what does not fit is not written at all */
+	/* drop-newest: what does not fit is not written at all (counted
+	 * after the commit, so a failed attempt counts nothing) */
 	if (st->o.drop_newest && n) {
 		uint64_t used = used_bytes(st);
 		uint64_t per_row = st->stored ? used / (st->stored + 1) : 64;
@@ -675,18 +676,8 @@ static int write_tick(struct store *st, size_t *written)
 						  (per_row ? per_row : 1)
 					: 0;
 
-		for (size_t i = (size_t)(room < n ? room : n); i < n; i++) {
-			const struct eb_sample *s =
-				memq_pending_at(st->inbox, i);
-
-			count_drop(st, s->meta, REASON_FULL, 1, s->time_ms,
-				   s->time_ms);
-		}
-		if (room < n) {
-			/* consumed below as written: they are gone */
-			*written = n - (size_t)room;
+		if (room < n)
 			n = (size_t)room;
-		}
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct eb_sample *s = memq_pending_at(st->inbox, i);
@@ -715,13 +706,20 @@ static int write_tick(struct store *st, size_t *written)
 		goto fail_r;
 	if (exec(st, "COMMIT") < 0)
 		goto fail;
+	/* the drop counters went into this transaction */
+	forget_drops(st);
+	/* drop-newest leftovers: counted now, written with the caps */
+	for (size_t i = n; i < memq_pending(st->inbox); i++) {
+		const struct eb_sample *s = memq_pending_at(st->inbox, i);
+
+		count_drop(st, s->meta, REASON_FULL, 1, s->time_ms, s->time_ms);
+	}
+	*written = memq_pending(st->inbox);
 	st->next_seq = seq;
 	st->stored += n;
 	st->stored -= acked < st->stored ? acked : st->stored;
 	st->acked += acked;
 	st->n_acks = 0;
-	forget_drops(st);
-	*written += n;
 	return 0;
 fail:
 	r = sql_errno(sqlite3_errcode(st->db));
