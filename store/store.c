@@ -153,6 +153,7 @@ struct store {
 	bool events_dirty;
 
 	bool disk_ok;
+	char last_err[256]; /* SQLite's reason for the last failed write */
 	uint64_t retry_at;
 	uint64_t age_check_at;
 	uint64_t page_size;
@@ -664,8 +665,11 @@ static int write_tick(struct store *st, size_t *written)
 	int r;
 
 	*written = 0;
-	if (exec(st, "BEGIN IMMEDIATE") < 0)
+	if (exec(st, "BEGIN IMMEDIATE") < 0) {
+		eb_strlcpy(st->last_err, sqlite3_errmsg(st->db),
+			   sizeof(st->last_err));
 		return sql_errno(sqlite3_errcode(st->db));
+	}
 	/* drop-newest: what does not fit is not written at all (counted
 	 * after the commit, so a failed attempt counts nothing) */
 	if (st->o.drop_newest && n) {
@@ -724,6 +728,8 @@ static int write_tick(struct store *st, size_t *written)
 fail:
 	r = sql_errno(sqlite3_errcode(st->db));
 fail_r:
+	/* before ROLLBACK replaces it (SQLite may have rolled back already) */
+	eb_strlcpy(st->last_err, sqlite3_errmsg(st->db), sizeof(st->last_err));
 	exec(st, "ROLLBACK");
 	/* sensor ids made in the rolled-back transaction are not valid:
 	 * they are looked up again next time (the UNIQUE key finds them) */
@@ -750,8 +756,7 @@ int store_flush(struct store *st)
 			report(st, EB_LOG_ERR,
 			       "cannot write to %s: %s; holding up to %zu "
 			       "samples in RAM and retrying",
-			       st->path, sqlite3_errmsg(st->db),
-			       st->o.ram_samples);
+			       st->path, st->last_err, st->o.ram_samples);
 		st->disk_ok = false;
 		st->retry_at = eb_now_ms() + FLUSH_RETRY_MS;
 		return r;
