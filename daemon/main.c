@@ -36,6 +36,8 @@
 #define EB_VERSION "0.1.0"
 #endif
 
+static const int loop_sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+
 struct daemon {
 	const char *config_path;
 	struct eb_config *cfg;
@@ -339,7 +341,6 @@ static int open_store(struct daemon *d)
 
 static int run(struct daemon *d)
 {
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
 	struct eb_err err = { "" };
 	struct cc_params cp;
 	struct cc_report rep;
@@ -393,7 +394,8 @@ static int run(struct daemon *d)
 	r = open_store(d);
 	if (r != EB_EXIT_OK)
 		return r;
-	r = loop_signals(d->loop, sigs, (int)EB_ARRAY_SIZE(sigs), on_signal, d);
+	r = loop_signals(d->loop, loop_sigs, (int)EB_ARRAY_SIZE(loop_sigs),
+			 on_signal, d);
 	if (r < 0) {
 		log_error("main", "cannot set up signals: %s", strerror(-r));
 		return EB_EXIT_FAILURE;
@@ -499,6 +501,16 @@ int main(int argc, char **argv)
 	log_open("edgebridged");
 	/* A peer that vanished mid-write must be an error code, not death. */
 	signal(SIGPIPE, SIG_IGN);
+	/* Block the signals the loop will read from its signalfd right away:
+	 * a SIGUSR1 or SIGHUP during the token login must wait, not kill. */
+	{
+		sigset_t set;
+
+		sigemptyset(&set);
+		for (size_t i = 0; i < EB_ARRAY_SIZE(loop_sigs); i++)
+			sigaddset(&set, loop_sigs[i]);
+		sigprocmask(SIG_BLOCK, &set, NULL);
+	}
 
 	if (check_only) {
 		struct cc_params cp;
