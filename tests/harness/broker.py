@@ -44,16 +44,27 @@ class Broker:
     or pki.server_cert(cn="wrong.example", ips=(), dns=("wrong.example",))
     for a hostname mismatch. `server_ca_file` is the root clients must trust
     to accept it; `client_ca_file` what the broker trusts for client certs.
+
+    netns: run mosquitto inside that network namespace (`ip netns exec`);
+    `host` is then an address of the namespace (reachable from here through
+    a veth pair, see harness.netns) and `port` defaults to 8883.
+    durable: keep sessions and queued QoS 1 messages across stop()/start()
+    (persistence file in `dir`, unlimited queue): an Observer with
+    clean_session=False then misses nothing the devices published while it
+    was disconnected, even across broker restarts.
     """
 
     def __init__(self, dir: Path | str, pki: Pki, *, server: Optional[Issued] = None,
                  port: Optional[int] = None, host: str = LOOPBACK,
-                 extra_conf: Sequence[str] = ()):
+                 extra_conf: Sequence[str] = (), netns: Optional[str] = None,
+                 durable: bool = False):
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki
         self.host = host
-        self.port = port or free_port(host)
+        self.netns = netns
+        self.durable = durable
+        self.port = port or (8883 if netns else free_port(host))
         self.server = server or pki.server_cert()
         self.server_chain_file = self.server.write_chain(self.dir / "server-chain.pem",
                                                          "leaf+intermediate")
@@ -83,7 +94,10 @@ class Broker:
             "use_identity_as_username true",
             "set_tcp_nodelay true",
             "allow_anonymous false",
-            "persistence false",
+            *(["persistence true", f"persistence_location {self.dir}/",
+               "autosave_interval 0", "max_queued_messages 0",
+               "persistent_client_expiration 1d"]
+              if self.durable else ["persistence false"]),
             f"log_dest file {self.log_file}",
             "log_type all",
             "connection_messages true",
@@ -101,7 +115,9 @@ class Broker:
         if self.running:
             raise HarnessError("broker already running")
         with open(self.out_file, "ab") as out:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_file)],
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+            # `ip netns exec` execs mosquitto: proc is mosquitto itself
+            self.proc = subprocess.Popen([*prefix, MOSQUITTO, "-c", str(self.conf_file)],
                                          stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL,
                                          start_new_session=True)  # no terminal ^C
@@ -194,12 +210,16 @@ class Observer:
 
     Every payload is split at '\\n' into `lines`; `wait_lines` polls them.
     Re-subscribes after reconnects (e.g. across Broker.restart()).
+    clean_session=False with a Broker(durable=True): the broker keeps the
+    subscription and queues messages while the observer is away (also
+    across broker restarts), so no line is missed.
     """
 
     def __init__(self, broker: Broker, cert: Optional[Issued] = None,
                  topics: Sequence[str] = ("s/us",), client_id: str = "observer",
                  ca_file: Optional[Path] = None, check_hostname: bool = True,
-                 on_line: Optional[Callable[[Line], None]] = None):
+                 on_line: Optional[Callable[[Line], None]] = None,
+                 clean_session: bool = True):
         import paho.mqtt.client as mqtt  # deferred: only needed when used
 
         self.broker = broker
@@ -220,7 +240,7 @@ class Observer:
         self.errors: List[BaseException] = []
         self.client_id = client_id
 
-        c = mqtt.Client(client_id=client_id, clean_session=True,
+        c = mqtt.Client(client_id=client_id, clean_session=clean_session,
                         protocol=mqtt.MQTTv311)
         c.tls_set(ca_certs=str(ca_file or broker.server_ca_file),
                   certfile=str(self.cert_file), keyfile=str(self.key_file),

@@ -39,11 +39,13 @@ class Env:
 
     pki: share one (e.g. session-scoped) Pki between Envs for speed.
     server: the broker's server cert (default: pki.server_cert() for 127.0.0.1).
+    broker_kw: more Broker(...) arguments (host=, port=, netns=, durable=).
     """
 
     def __init__(self, dir: Path | str, pki: Optional[Pki] = None, *,
                  gateway_id: str = DEFAULT_GATEWAY_ID, pin: str = DEFAULT_PIN,
-                 server: Optional[Issued] = None):
+                 server: Optional[Issued] = None,
+                 broker_kw: Optional[Mapping[str, Any]] = None):
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.gateway_id = gateway_id
@@ -56,7 +58,8 @@ class Env:
         self.device = self.pki.sign_csr(self.csr)
         self.cert_file = self.device.write_chain(self.dir / "device-chain.pem", "full")
         self.pin_file = self.token.write_pin_file(self.dir / "pin", pin)
-        self.broker = Broker(self.dir / "broker", self.pki, server=server)
+        self.broker = Broker(self.dir / "broker", self.pki, server=server,
+                             **dict(broker_kw or {}))
         self.state_dir = self.dir / "state"
         self.state_dir.mkdir(exist_ok=True)
         self.config_file: Optional[ConfigFile] = None

@@ -110,3 +110,109 @@ class Measurement:
 def parse_measurement(text: str) -> Optional[Measurement]:
     m = MEASUREMENT_RE.match(text)
     return Measurement(m) if m else None
+
+
+# -- store-and-forward (durable SQLite queue) --------------------------------
+# Log lines of the store (tolerant on purpose; reconcile texts here).
+LOG.update({
+    # "store: cannot write queue.db: database or disk is full" (once per outage)
+    "store_cannot_write": r"store: cannot write",
+    # the SQLite reason given with it
+    "store_disk_full_reason": r"database or disk is full|disk is full|no space left",
+    "store_writing_again": r"store: writing again",
+    # a silently dead connection noticed (keepalive): any of these words
+    "connection_dead": r"disconnected|connection (lost|closed|reset|timed out)|"
+                       r"keep-?alive|timed? ?out|no (PINGRESP|answer|response)",
+    # a corrupt queue.db found at start and moved aside
+    "store_corrupt": r"corrupt",
+    # start-up done: signals are handled from here on (a SIGUSR1 before it
+    # would kill the daemon)
+    "running": r"running as '",
+    # the SIGUSR1 counters line: "edgebridged: info: stats: connected; samples: ..."
+    "stats_line": r"^edgebridged: \w+: stats: (?P<text>.*)$",
+})
+
+# Fields of the stats text. "dropped" may occur more than once (one entry
+# per reason, e.g. "0 dropped (queue full), 5 dropped (disk full)"): the
+# entries are summed, unless one says "total", which then wins.
+STATS_FIELDS = {
+    "connected": r"^\s*(connected|not connected)\b",
+    "queued_total": r"(\d+) queued in total",
+    "acknowledged": r"(\d+) acknowledged",
+    "waiting": r"(\d+) waiting",
+    "quarantined": r"(\d+) quarantined",
+    "in_flight": r"(\d+) in flight",
+    "connects": r"(\d+) connects?\b",
+}
+STATS_DROPPED_RE = re.compile(r"(\d+) dropped(?: (?:samples )?(?:\((?P<reason>[^)]*)\)|(?P<total>in total)))?",
+                              re.I)
+
+
+def parse_stats(text: str) -> dict:
+    """The stats text (after "stats: ") as a dict: connected (bool),
+    queued_total, acknowledged, waiting, quarantined, in_flight, connects
+    (int or None when absent), dropped (int: all reasons), dropped_by_reason
+    ({reason: n})."""
+    out: dict = {}
+    for key, pat in STATS_FIELDS.items():
+        m = re.search(pat, text, re.I)
+        if key == "connected":
+            out[key] = bool(m) and m.group(1).lower() == "connected"
+        else:
+            out[key] = int(m.group(1)) if m else None
+    by_reason: dict = {}
+    total = None
+    for m in STATS_DROPPED_RE.finditer(text):
+        n = int(m.group(1))
+        if m.group("total"):
+            total = n
+            continue
+        reason = (m.group("reason") or "").strip().lower()
+        by_reason[reason] = by_reason.get(reason, 0) + n
+    out["dropped_by_reason"] = by_reason
+    out["dropped"] = total if total is not None else sum(by_reason.values())
+    out["text"] = text
+    return out
+
+
+# Cumulocity events on s/us: 400,<type>,<text>,<time> (the text quoted when
+# needed; the time may be left out).
+EVENT_RE = re.compile(
+    r'^400,(?P<type>[^,]*),(?P<text>"(?:[^"\\]|\\.)*"|[^,"]*)(?:,(?P<time>' + TIME_RE + r'))?$')
+EVENT_SAMPLES_DROPPED = "edgebridge_SamplesDropped"
+EVENT_STORE_RESET = "edgebridge_StoreReset"
+# text of edgebridge_SamplesDropped:
+# "sensor boiler: 1234 samples dropped (store full) between <t0> and <t1>"
+DROPPED_TEXT_RE = re.compile(
+    r"sensor (?P<sensor>[^\s:]+):?\s+(?P<count>\d+) samples? (?:were )?dropped"
+    r"(?:\s*\((?P<reason>[^)]*)\))?", re.I)
+DROP_REASONS = ("store full", "too old", "disk full")
+
+
+class Event:
+    """A parsed 400 line."""
+
+    def __init__(self, m: re.Match):
+        self.type = m["type"]
+        text = m["text"]
+        if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+            text = re.sub(r'\\(.)', r'\1', text[1:-1])
+        self.text = text
+        self.time = parse_time(m["time"]) if m["time"] else None
+
+    def __repr__(self):
+        return f"Event({self.type},{self.text!r},{self.time})"
+
+
+def parse_event(text: str) -> Optional[Event]:
+    m = EVENT_RE.match(text)
+    return Event(m) if m else None
+
+
+def parse_dropped(text: str) -> Optional[dict]:
+    """{sensor, count, reason} from an edgebridge_SamplesDropped text."""
+    m = DROPPED_TEXT_RE.search(text)
+    if not m:
+        return None
+    return {"sensor": m["sensor"], "count": int(m["count"]),
+            "reason": (m["reason"] or "").strip().lower()}
