@@ -86,6 +86,14 @@ $(B)/bench/%: bench/%.c
 	$(echo_cmd) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(LDLIBS)
 
+# store_growth drives the store module directly.
+$(B)/bench/store_growth: bench/store_growth.c store/store.c store/memq.c \
+			 common/sample.c common/util.c \
+			 store/store.h store/memq.h common/sample.h common/util.h
+	@mkdir -p $(dir $@)
+	$(echo_cmd) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) $(LDLIBS)
+
 deps:
 	@scripts/install-deps
 
@@ -104,8 +112,11 @@ check: deps
 demo: deps $(B)/edgebridged
 	$(PYTHON) scripts/demo.py
 
-bench: deps $(B)/edgebridged $(B)/bench/raw_pub
-	$(PYTHON) bench/throughput.py
+bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth
+	rm -f $(B)/bench/throughput.json; rc=0; \
+	$(PYTHON) bench/throughput.py --json $(B)/bench/throughput.json || rc=1; \
+	$(PYTHON) bench/store_forward.py --throughput-json $(B)/bench/throughput.json || rc=1; \
+	exit $$rc
 
 check-style:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')

@@ -20,20 +20,26 @@ One run:
             default cloud.max_inflight): how far the daemon is from what
             libmosquitto + TLS + the broker allow for the same packing
   daemon    build/edgebridged with one sim sensor, interval = 0 ("as fast as
-            the queue accepts"), count = N; samples ACKNOWLEDGED per second
+            the queue accepts"), count = N, through the durable queue: sim
+            -> SQLite (WAL) -> MQTT QoS 1 -> PUBACK -> row deleted; once
+            with [store] sync = normal and once with sync = full (--sync),
+            each on a fresh queue.db; samples ACKNOWLEDGED per second
             from "connected to" until the stats (SIGUSR1, every 100 ms) say
             N acknowledged; inside that last 100 ms the observer's clock for
             the last line pins the end.  The observer on s/us checks every
-            sample arrived exactly once (the ramp waveform makes value ==
-            sample index).  Peak RSS: VmHWM (/proc/PID/status) and
-            Private_Dirty (/proc/PID/smaps_rollup) just before SIGTERM; CPU
-            time (/proc/PID/stat) while measured.
-All are repeated (interleaved) and the medians reported.  The broker has a
+            sample arrived exactly once (the counter waveform makes value ==
+            sample index), and queue.db must hold no row after the stop.
+            Peak RSS: VmHWM (/proc/PID/status) and Private_Dirty
+            (/proc/PID/smaps_rollup) just before SIGTERM; CPU time
+            (/proc/PID/stat) while measured.
+All are repeated (interleaved) and the medians reported; --json FILE also
+writes them for bench/store_forward.py's summary.  The broker has a
 subscriber (the observer) during the daemon and packed runs, none during the
 one-message baseline (a Python subscriber can't take 40k messages/s).
 
     /usr/bin/python3 bench/throughput.py [--raw-messages N] [--samples N]
-                                         [--repeat K] [--no-packed] [--keep] [-q]
+                                         [--repeat K] [--sync normal,full]
+                                         [--no-packed] [--json FILE] [--keep] [-q]
 
 Environment: EDGEBRIDGED (daemon binary, default build/edgebridged),
 RAW_PUB (default build/bench/raw_pub), BENCH_DIR (keep everything there),
@@ -43,10 +49,12 @@ BENCH_BROKER_LOG=all (keep the harness broker's per-message debug log).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -66,9 +74,12 @@ RAW_PUB = Path(os.environ.get("RAW_PUB") or REPO / "build" / "bench" / "raw_pub"
 STATS_RE = re.compile(
     r"^edgebridged: info: stats: (?P<state>connected|not connected); samples: "
     r"(?P<queued_total>\d+) queued in total, (?P<acked>\d+) acknowledged, "
-    r"(?P<waiting>\d+) waiting, (?P<dropped>\d+) dropped \(queue full\), "
-    r"(?P<quarantined>\d+) quarantined; (?P<publishes>\d+) publishes, "
-    r"(?P<inflight>\d+) in flight; (?P<connects>\d+) connects; "
+    r"(?P<waiting>\d+) waiting(?: \((?P<stored>\d+) stored, (?P<in_ram>\d+) in RAM\))?, "
+    r"(?P<dropped>\d+) dropped(?: \(queue full\))?, "
+    r"(?P<quarantined>\d+) quarantined; "
+    r"(?:store (?P<store_kib>\d+) KiB(?P<cannot_write> \(cannot write\))?; )?"
+    r"(?P<publishes>\d+) publishes, (?P<inflight>\d+) in flight"
+    r"(?:, (?P<events>\d+) events)?; (?P<connects>\d+) connects; "
     r"(?P<wakeups>\d+) wakeups", re.M)
 RAW_RE = re.compile(r"raw_pub messages=(?P<n>\d+) seconds=(?P<s>[\d.]+) "
                     r"rate=(?P<rate>[\d.]+)(?:.* vmhwm_kib=(?P<hwm>-?\d+))?")
@@ -207,15 +218,49 @@ class DaemonResult:
         self.connect_s = 0.0       # daemon start -> "connected to"
         self.cpu_s: Optional[float] = None  # daemon CPU time while measured
         self.cpu_wall = 0.0        # ... over this wall time
+        self.sync = "normal"       # [store] sync of the run
+        self.rows_left: Optional[int] = None  # samples rows in queue.db after the stop
+        self.fsync_ms: Optional[float] = None  # 4 KiB append + fdatasync, just before
 
 
 def sensor_sections(n: int) -> dict:
-    # ramp from 0 to n over n ms; with interval 0 the sim's step is 1 ms, so
-    # sample k has the value k (decimals 0): every line names its sample.
+    # the counter waveform: sample k has the value k exactly (offset 0,
+    # decimals 0), so every line names its sample.
     return {"sensor.bench": {
         "driver": "sim", "interval": 0, "count": n, "fragment": "c8y_Temperature",
-        "series": "T", "unit": "C", "waveform": "ramp", "min": 0, "max": n,
-        "period": f"{n}ms", "decimals": 0, "seed": 1}}
+        "series": "T", "unit": "C", "waveform": "counter", "offset": 0,
+        "decimals": 0}}
+
+
+def fsync_ms(d: Path, n: int = 50) -> float:
+    """Median time of a 4 KiB append + fdatasync in `d`: what sync = full
+    adds to each commit on this disk at this moment (a VM's virtual disk is
+    often far faster than a gateway's SD card; a neighbour's I/O slows it)."""
+    path = d / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    times = []
+    try:
+        for _ in range(n):
+            t = time.perf_counter()
+            os.write(fd, b"x" * 4096)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return 1000 * statistics.median(times)
+
+
+def queue_rows(state: Path) -> Optional[int]:
+    """Rows left in <state_dir>/queue.db (None: no queue file)."""
+    db = state / "queue.db"
+    if not db.exists():
+        return None
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT count(*) FROM samples").fetchone()[0]
+    finally:
+        con.close()
 
 
 def last_stats(text: str) -> Optional[dict]:
@@ -223,7 +268,7 @@ def last_stats(text: str) -> Optional[dict]:
     if not ms:
         return None
     m = ms[-1]
-    d = {k: (int(v) if v.isdigit() else v) for k, v in m.groupdict().items()}
+    d = {k: (int(v) if v is not None and v.isdigit() else v) for k, v in m.groupdict().items()}
     d["state"] = m["state"]
     return d
 
@@ -284,15 +329,20 @@ def check_lines(obs: LeanObserver, n: int, res: DaemonResult) -> None:
     res.missing = n - (lines - foreign - dups)
 
 
-def run_daemon(env: Env, n: int, i: int, verbose: bool) -> DaemonResult:
+def run_daemon(env: Env, n: int, i: int, verbose: bool,
+               sync: str = "normal") -> DaemonResult:
     res = DaemonResult()
-    obs = LeanObserver(env.broker, client_id=f"observer-{i}")
+    res.sync = sync
+    obs = LeanObserver(env.broker, client_id=f"observer-{i}-{sync}")
     env._observers.append(obs)  # noqa: SLF001 -- env.close() stops it too
     obs.start()
-    state = env.dir / f"state-{i}"
+    state = env.dir / f"state-{i}-{sync}"
     state.mkdir(exist_ok=True)
-    cfg = env.write_config(env.dir / f"bench-{i}.conf", sensors=sensor_sections(n),
-                           gateway={"state_dir": state})
+    res.fsync_ms = fsync_ms(state)
+    # a fresh queue.db per run; max_size well above what n samples take
+    cfg = env.write_config(env.dir / f"bench-{i}-{sync}.conf", sensors=sensor_sections(n),
+                           gateway={"state_dir": state},
+                           store={"sync": sync, "max_size": "1G"})
     d = env.daemon(cfg)
     try:
         connected = env.connected_re()
@@ -409,11 +459,19 @@ def run_daemon(env: Env, n: int, i: int, verbose: bool) -> DaemonResult:
             res.problems.append(f"{st['connects']} connects (reconnected during the run)")
         check_lines(obs, n, res)
         obs.payloads = []  # env keeps the observer until close()
+        # every acknowledged sample's row must be gone from the queue
+        res.rows_left = queue_rows(state)
+        if res.rows_left is None:
+            res.problems.append(f"no queue file {state / 'queue.db'}")
+        elif res.rows_left:
+            res.problems.append(f"{res.rows_left} rows left in queue.db after all "
+                                f"{n} samples were acknowledged")
         if verbose:
             cpu = (f"CPU {res.cpu_s:.2f}s = {100 * res.cpu_s / res.cpu_wall:.0f}% of "
                    f"{res.cpu_wall:.2f}s; " if res.cpu_s is not None else "")
             pubs = st.get("publishes") or 0
-            log(f"  edgebridged #{i + 1}: connected after {res.connect_s:.2f}s; "
+            log(f"  edgebridged #{i + 1} sync={sync} (fdatasync {res.fsync_ms:.3f} ms): "
+                f"connected after {res.connect_s:.2f}s; "
                 f"{n} acknowledged in {res.seconds:.3f}s = {res.rate:,.0f}/s "
                 f"(end from {res.end_from}; stats-only {res.rate_coarse:,.0f}/s, "
                 f"observer {res.rate_observer:,.0f}/s)")
@@ -439,9 +497,18 @@ def main() -> int:
     ap.add_argument("--no-packed", dest="packed", action="store_false",
                     help="skip the packed raw_pub reference")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--sync", default="normal,full",
+                    help="[store] sync modes of the daemon runs, comma-separated "
+                         "(default normal,full; each repeat runs each)")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("-q", "--quiet", action="store_true", help="no per-run figures")
     args = ap.parse_args()
     verbose = not args.quiet
+    syncs = [x.strip() for x in args.sync.split(",") if x.strip()]
+    if not syncs or any(x not in ("normal", "full") for x in syncs):
+        print(f"bench: error: --sync takes normal and/or full, not {args.sync!r}",
+              file=sys.stderr)
+        return 2
 
     binary = daemon_binary()
     for b, how in ((binary, "make build/edgebridged"), (RAW_PUB, "make build/bench/raw_pub")):
@@ -495,12 +562,14 @@ def main() -> int:
                                            f"of {args.samples} lines")
                 finally:
                     obs.stop()
-            res = run_daemon(env, args.samples, i, verbose)
-            runs.append(res)
-            if res.missing or res.foreign or res.duplicates or res.problems:
-                failures.append("; ".join(
-                    [f"run {i + 1}: {res.missing} missing, {res.duplicates} duplicates, "
-                     f"{res.foreign} unexpected 200 lines at the broker", *res.problems]))
+            for sync in syncs:
+                res = run_daemon(env, args.samples, i, verbose, sync)
+                runs.append(res)
+                if res.missing or res.foreign or res.duplicates or res.problems:
+                    failures.append("; ".join(
+                        [f"run {i + 1} (sync={sync}): {res.missing} missing, "
+                         f"{res.duplicates} duplicates, {res.foreign} unexpected 200 "
+                         f"lines at the broker", *res.problems]))
     except BenchFailure as e:
         failures.append(str(e))
     except Exception:  # noqa: BLE001 -- a harness step failed: broken, not slow
@@ -514,47 +583,77 @@ def main() -> int:
         if not keep and not failures:
             shutil.rmtree(root, ignore_errors=True)
 
+    figures: dict = {"broken": bool(failures), "samples": args.samples,
+                      "cpus": os.cpu_count()}
     if raw_rates and runs:
         base = median(raw_rates)
-        rate = median([r.rate for r in runs])
-        hwm = median([r.hwm_kib for r in runs if r.hwm_kib is not None])
-        pd = median([r.private_dirty_kib for r in runs if r.private_dirty_kib is not None])
-        n_runs = len(runs)
+        by_sync = {sy: [r for r in runs if r.sync == sy] for sy in syncs}
+        by_sync = {sy: rs for sy, rs in by_sync.items() if rs}
+        first = next(iter(by_sync.values()))  # memory and CPU: the first mode's runs
+        hwm = median([r.hwm_kib for r in first if r.hwm_kib is not None])
+        pd = median([r.private_dirty_kib for r in first if r.private_dirty_kib is not None])
         lines = median([r.lines for r in runs])
         missing = sum(r.missing for r in runs)
         dups = sum(r.duplicates for r in runs)
+        left = sum(r.rows_left or 0 for r in runs)
+        fs = [r.fsync_ms for r in runs if r.fsync_ms is not None]
+        if fs:
+            figures["fsync_ms"] = median(fs)
+        figures.update(baseline_msg_s=base, baseline_runs=raw_rates,
+                       broker_lines_per_run=lines, missing=missing, duplicates=dups,
+                       queue_rows_left=left, vmhwm_kib=hwm, private_dirty_kib=pd,
+                       memory_from_sync=first[0].sync)
         print()
-        print(f"summary (median of {len(raw_rates)} baseline / {n_runs} daemon runs; "
+        print(f"summary (median of {len(raw_rates)} baseline / {len(runs)} daemon runs; "
               f"{os.cpu_count()} CPUs; {time.monotonic() - t0:.0f}s in total)")
         print(f"baseline raw libmosquitto QoS1 1 msg/publish (window 1000): "
               f"{base:,.0f} msg/s")
-        print(f"edgebridged sim->queue->QoS1 packed publishes, acknowledged: "
-              f"{rate:,.0f} samples/s  (ratio {rate / base:.1f}x)")
+        for sy, rs in by_sync.items():
+            rate = median([r.rate for r in rs])
+            figures[f"daemon_{sy}_samples_s"] = rate
+            figures[f"daemon_{sy}_ratio"] = rate / base
+            figures[f"daemon_{sy}_runs"] = [r.rate for r in rs]
+            print(f"edgebridged sim->SQLite (sync={sy})->QoS1 packed publishes->PUBACK->"
+                  f"row deleted: {rate:,.0f} samples/s  (ratio {rate / base:.1f}x)")
         mem = f"edgebridged peak RSS (VmHWM): {kib_to_mib(hwm):.1f} MiB; " \
-              f"Private_Dirty: {kib_to_mib(pd):.1f} MiB"
+              f"Private_Dirty: {kib_to_mib(pd):.1f} MiB (sync={first[0].sync} runs)"
         if raw_hwm:
             rb = median(raw_hwm)
+            figures["raw_pub_vmhwm_kib"] = rb
             mem += f"  (raw_pub TLS client VmHWM {kib_to_mib(rb):.1f} MiB, " \
                    f"ratio {hwm / rb:.2f}x)"
         if packed_rates:
             pk = median(packed_rates)
+            rate = median([r.rate for r in first])
+            figures["packed_lines_s"] = pk
             print(f"reference raw libmosquitto QoS1 packed ({PACKED_LINES} lines/publish, "
-                  f"window {PACKED_WINDOW}): {pk:,.0f} lines/s  (edgebridged at "
-                  f"{rate / pk:.2f}x of it)")
+                  f"window {PACKED_WINDOW}): {pk:,.0f} lines/s  (edgebridged "
+                  f"sync={first[0].sync} at {rate / pk:.2f}x of it)")
         print(mem)
-        cpu_runs = [r for r in runs if r.cpu_s is not None and r.cpu_wall > 0]
-        if cpu_runs:
-            c = median([r.cpu_s / r.cpu_wall for r in cpu_runs])
-            us = median([1e6 * r.cpu_s / args.samples for r in cpu_runs])
-            print(f"edgebridged CPU while measured: {100 * c:.0f}% of one core "
-                  f"({us:.2f} us per sample)")
+        for sy, rs in by_sync.items():
+            cpu_runs = [r for r in rs if r.cpu_s is not None and r.cpu_wall > 0]
+            if cpu_runs:
+                c = median([r.cpu_s / r.cpu_wall for r in cpu_runs])
+                us = median([1e6 * r.cpu_s / args.samples for r in cpu_runs])
+                figures[f"daemon_{sy}_cpu_us_per_sample"] = us
+                print(f"edgebridged CPU while measured (sync={sy}): {100 * c:.0f}% of one "
+                      f"core ({us:.2f} us per sample)")
+        if fs:
+            print(f"4 KiB append + fdatasync before each run (what sync=full adds per "
+                  f"commit): median {median(fs):.3f} ms, {min(fs):.3f}..{max(fs):.3f}")
         print(f"broker-side check: {lines:,.0f} lines received per run, "
-              f"{missing} missing, {dups} duplicates (all runs)")
+              f"{missing} missing, {dups} duplicates (all runs); "
+              f"{left} rows left in queue.db after the runs")
         print(f"spread: baseline {min(raw_rates):,.0f}..{max(raw_rates):,.0f} msg/s; "
-              f"edgebridged {min(r.rate for r in runs):,.0f}.."
-              f"{max(r.rate for r in runs):,.0f} samples/s"
+              + "; ".join(f"edgebridged sync={sy} {min(r.rate for r in rs):,.0f}.."
+                          f"{max(r.rate for r in rs):,.0f} samples/s"
+                          for sy, rs in by_sync.items())
               + (f"; packed reference {min(packed_rates):,.0f}..{max(packed_rates):,.0f} "
                  "lines/s" if packed_rates else ""))
+    if args.json:
+        figures["failures"] = failures
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
     if failures:
         print()
         for f in failures:
