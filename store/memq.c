@@ -4,6 +4,7 @@
  * and drop O(1) without moving data, and an acknowledgement for samples that
  * were meanwhile dropped by overflow is simply a no-op (seq < head).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,10 +13,15 @@
 
 struct memq {
 	struct eb_sample *ring;
-	size_t cap;
+	size_t cap;	/* current ring size */
+	size_t max_cap; /* it grows by doubling up to this */
 	uint64_t head, sent, tail;
 	uint64_t pushed, acked, dropped;
 };
+
+/* Starts small: the ring normally holds one loop round of samples, and a
+ * large one would only cost RAM once every slot was touched. */
+#define MEMQ_INITIAL 64
 
 struct memq *memq_new(size_t cap)
 {
@@ -23,16 +29,36 @@ struct memq *memq_new(size_t cap)
 
 	if (!q || !cap)
 		return memq_free(q);
-	q->ring = calloc(cap, sizeof(*q->ring));
+	q->max_cap = cap;
+	q->cap = cap < MEMQ_INITIAL ? cap : MEMQ_INITIAL;
+	q->ring = calloc(q->cap, sizeof(*q->ring));
 	if (!q->ring)
 		return memq_free(q);
-	q->cap = cap;
 	return q;
 }
 
 static struct eb_sample *slot(const struct memq *q, uint64_t seq)
 {
 	return &q->ring[seq % q->cap];
+}
+
+/* Doubles the ring (up to max_cap); 0, or -ENOMEM / -ENOSPC. */
+static int grow(struct memq *q)
+{
+	size_t cap = q->cap * 2 < q->max_cap ? q->cap * 2 : q->max_cap;
+	struct eb_sample *ring;
+
+	if (cap <= q->cap)
+		return -ENOSPC;
+	ring = calloc(cap, sizeof(*ring));
+	if (!ring)
+		return -ENOMEM;
+	for (uint64_t s = q->head; s < q->tail; s++)
+		ring[s % cap] = *slot(q, s);
+	free(q->ring);
+	q->ring = ring;
+	q->cap = cap;
+	return 0;
 }
 
 static void release(struct memq *q, uint64_t seq)
@@ -59,7 +85,7 @@ int memq_push(struct memq *q, const struct eb_sample *s,
 {
 	int was_full = 0;
 
-	if (q->tail - q->head == q->cap) {
+	if (q->tail - q->head == q->cap && grow(q) < 0) {
 		struct eb_sample *old = slot(q, q->head);
 
 		if (dropped) {
@@ -122,5 +148,5 @@ void memq_get_stats(const struct memq *q, struct memq_stats *st)
 	st->dropped = q->dropped;
 	st->queued = (size_t)(q->tail - q->head);
 	st->pending = memq_pending(q);
-	st->cap = q->cap;
+	st->cap = q->max_cap;
 }

@@ -111,6 +111,38 @@ static void test_wraparound(void **state)
 	memq_free(q);
 }
 
+/* The ring starts small and grows, keeping order and leases. */
+static void test_grows_up_to_its_cap(void **state)
+{
+	struct memq *q = memq_new(1000);
+	struct memq_stats st;
+	uint64_t lease;
+
+	(void)state;
+	for (int i = 0; i < 50; i++)
+		push(q, i);
+	lease = memq_lease(q, 30);
+	for (int i = 50; i < 1000; i++)
+		push(q, i);
+	memq_get_stats(q, &st);
+	assert_int_equal(st.dropped, 0);
+	assert_int_equal(st.queued, 1000);
+	assert_true(memq_pending_at(q, 0)->value == 30);
+	assert_true(memq_pending_at(q, 969)->value == 999);
+	memq_ack_upto(q, lease);
+	push(q, 1000);
+	push(q, 1001); /* room from the ack: no drop */
+	memq_get_stats(q, &st);
+	assert_int_equal(st.dropped, 0);
+	for (int i = 0; i < 1000; i++)
+		push(q, 2000 + i); /* now at the cap: the oldest go */
+	memq_get_stats(q, &st);
+	assert_int_equal(st.queued, 1000);
+	assert_int_equal(st.dropped, 972);
+	assert_true(memq_pending_at(q, 0)->value == 2000);
+	memq_free(q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -119,6 +151,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_overflow_drops_oldest_and_counts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wraparound, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_grows_up_to_its_cap, setup,
 						teardown),
 	};
 
