@@ -14,7 +14,7 @@ SYSCONFDIR ?= /etc
 DESTDIR   ?=
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libmosquitto openssl libsystemd inih sqlite3
+PKGS      := libmosquitto openssl inih sqlite3
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 \
@@ -33,7 +33,7 @@ LIB_SRC := common/util.c common/sample.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c
-DAEMON_SRC := daemon/main.c daemon/log.c daemon/sensors.c
+DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers \
@@ -76,7 +76,7 @@ $(BA)/edgebridged: $(call objs,$(BA),$(DAEMON_SRC) $(LIB_SRC))
 	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests link the modules plus daemon/log.c (sensors use it).
-$(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(call objs,$(BA),$(LIB_SRC) daemon/log.c)
+$(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(call objs,$(BA),$(LIB_SRC) daemon/log.c daemon/sdnotify.c)
 	@mkdir -p $(dir $@)
 	$(echo_cmd) LD $@
 	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka

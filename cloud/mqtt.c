@@ -16,9 +16,9 @@
  * - Failures are reported when the reason changes, not on every retry: a
  *   gateway that cannot reach its broker for a week must not fill the
  *   journal (and the SD card) with identical lines.
- * - Unacknowledged QoS 1 messages stay queued inside libmosquitto across a
- *   reconnect and are re-sent with the same message id, so the owner's
- *   in-flight bookkeeping survives a reconnect unchanged.
+ * - Every connection attempt gets a fresh libmosquitto instance, so the
+ *   library never re-sends old QoS 1 messages by itself after a reconnect:
+ *   the store is the one source of re-sends (see make_client()).
  */
 #include <errno.h>
 #include <mosquitto.h>

@@ -10,10 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <systemd/sd-journal.h>
 #include <time.h>
 
 #include "log.h"
+#include "sdnotify.h"
 
 static enum eb_log_level max_level = EB_LOG_INFO;
 static const char *log_ident = "edgebridged";
@@ -58,12 +58,8 @@ void log_msg(enum eb_log_level level, const char *subsys, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 
-	if (use_journal) {
-		sd_journal_send("MESSAGE=%s: %s", subsys, msg, "PRIORITY=%d",
-				(int)level, "SYSLOG_IDENTIFIER=%s", log_ident,
-				"EB_SUBSYSTEM=%s", subsys, NULL);
+	if (use_journal && sdn_journal((int)level, log_ident, subsys, msg) == 0)
 		return;
-	}
 	fprintf(stderr, "%s: %s: %s: %s\n", log_ident, level_names[level],
 		subsys, msg);
 }

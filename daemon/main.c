@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "../cloud/cloud.h"
@@ -30,6 +29,7 @@
 #include "../store/store.h"
 #include "log.h"
 #include "loop.h"
+#include "sdnotify.h"
 #include "sensors.h"
 
 #ifndef EB_VERSION
@@ -52,6 +52,7 @@ struct daemon {
 	uint64_t watchdog_ms;
 	uint64_t shutdown_deadline;
 	bool stopping;
+	bool kick; /* samples arrived this round */
 };
 
 static void usage(FILE *f)
@@ -111,16 +112,15 @@ static void status(struct daemon *d)
 		return;
 	cloud_get_stats(d->cloud, &cs);
 	store_get_stats(d->st, &ss);
-	sd_notifyf(0,
-		   "STATUS=%s %s:%u; %zu sensors; %llu sent, %llu queued, "
-		   "%llu dropped%s",
-		   cs.connected ? "connected to" : "connecting to",
-		   d->cfg->cloud.host, d->cfg->cloud.port,
-		   d->sensors ? sensors_count(d->sensors) : 0,
-		   (unsigned long long)ss.acked,
-		   (unsigned long long)(ss.stored + ss.inbox),
-		   (unsigned long long)ss.dropped,
-		   ss.disk_ok ? "" : "; CANNOT WRITE THE QUEUE");
+	sdn_notifyf("STATUS=%s %s:%u; %zu sensors; %llu sent, %llu queued, "
+		    "%llu dropped%s",
+		    cs.connected ? "connected to" : "connecting to",
+		    d->cfg->cloud.host, d->cfg->cloud.port,
+		    d->sensors ? sensors_count(d->sensors) : 0,
+		    (unsigned long long)ss.acked,
+		    (unsigned long long)(ss.stored + ss.inbox),
+		    (unsigned long long)ss.dropped,
+		    ss.disk_ok ? "" : "; CANNOT WRITE THE QUEUE");
 }
 
 static void log_stats(struct daemon *d)
@@ -148,11 +148,13 @@ static void log_stats(struct daemon *d)
 		 (unsigned long long)loop_wakeups(d->loop));
 }
 
+/* Sensors fired: the uplink runs once at the end of this loop round, so
+ * samples of sensors due together share one commit and one publish. */
 static void on_samples(void *ud)
 {
 	struct daemon *d = ud;
 
-	cloud_kick(d->cloud);
+	d->kick = true;
 }
 
 static void on_acked(void *ud)
@@ -195,7 +197,7 @@ static void begin_shutdown(struct daemon *d)
 	if (d->stopping)
 		return;
 	d->stopping = true;
-	sd_notify(0, "STOPPING=1");
+	sdn_notify("STOPPING=1");
 	log_info("main", "stopping");
 	/* No new samples; give what is in flight a moment to be confirmed. */
 	d->sensors = sensors_free(d->sensors);
@@ -274,20 +276,25 @@ static void on_watchdog(struct loop *l, struct loop_timer *t, void *ud)
 	struct daemon *d = ud;
 
 	(void)l;
-	sd_notify(0, "WATCHDOG=1");
+	sdn_notify("WATCHDOG=1");
 	status(d);
 	loop_timer_arm_in(t, d->watchdog_ms);
 }
 
 /* Before every sleep: commit what this loop round produced, in one
- * transaction (never one per sample). */
+ * transaction (never one per sample), then publish it.  Registered before
+ * the MQTT transport's own hook, which then sees what this queued. */
 static void on_tick_end(struct loop *l, void *ud)
 {
 	struct daemon *d = ud;
 
 	(void)l;
-	if (store_dirty(d->st))
+	if (d->st && store_dirty(d->st))
 		store_flush(d->st);
+	if (d->kick && d->cloud) {
+		d->kick = false;
+		cloud_kick(d->cloud);
+	}
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -391,6 +398,10 @@ static int run(struct daemon *d)
 		log_error("main", "out of memory");
 		return EB_EXIT_FAILURE;
 	}
+	if (loop_prepare_add(d->loop, on_tick_end, d) < 0) {
+		log_error("main", "out of memory");
+		return EB_EXIT_FAILURE;
+	}
 	r = open_store(d);
 	if (r != EB_EXIT_OK)
 		return r;
@@ -410,8 +421,7 @@ static int run(struct daemon *d)
 	d->shutdown = loop_timer_new(d->loop, on_shutdown_tick, d);
 	d->sensors = sensors_new(d->loop, d->cfg, d->st,
 				 d->cfg->store.ram_samples, on_samples, d);
-	if (!d->shutdown || !d->sensors ||
-	    loop_prepare_add(d->loop, on_tick_end, d) < 0) {
+	if (!d->shutdown || !d->sensors) {
 		log_error("main", "out of memory");
 		return EB_EXIT_FAILURE;
 	}
@@ -421,7 +431,7 @@ static int run(struct daemon *d)
 			   "sections to %s or its conf.d/",
 			   d->config_path);
 
-	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec) {
+	if (sdn_watchdog_enabled(&wd_usec) > 0 && wd_usec) {
 		d->watchdog_ms = wd_usec / 2000;
 		if (!d->watchdog_ms)
 			d->watchdog_ms = 1;
@@ -431,7 +441,7 @@ static int run(struct daemon *d)
 	}
 
 	cloud_start(d->cloud);
-	sd_notify(0, "READY=1");
+	sdn_notify("READY=1");
 	status(d);
 	log_info("main", "edgebridged %s running as '%s', %zu sensors",
 		 EB_VERSION, d->cfg->gateway.id, sensors_count(d->sensors));

@@ -152,3 +152,54 @@ def test_failing_sensor_is_reported_once_and_others_continue(env):
     d.wait_for_log(r"sensor: cpu: reading again", timeout=10)
     obs.wait_lines(lambda l: l.text.startswith("200,c8y_Cpu,T,51.234,C,"), n=1, timeout=20)
     d.stop()
+
+
+def test_structured_journal_entries_when_stderr_is_the_journal(env):
+    """Under systemd (JOURNAL_STREAM names our stderr) entries go natively
+    to the journal with PRIORITY, SYSLOG_IDENTIFIER and EB_SUBSYSTEM; the
+    journal socket is the test's own (EB_JOURNAL_SOCKET)."""
+    env.start_broker()
+    path = str(env.dir / "journal.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.5)
+    try:
+        d = env.daemon(start=False)
+        # the harness sends stderr to out_file: that file is "the journal
+        # stream", so JOURNAL_STREAM names its device and inode
+        d.out_file.parent.mkdir(parents=True, exist_ok=True)
+        d.out_file.touch()
+        st = os.stat(d.out_file)
+        d.env = {**d.env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+                 "EB_JOURNAL_SOCKET": path}
+        d.start()
+        entries = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                entries.append(sock.recv(65536))
+            except socket.timeout:
+                pass
+            if any(b"mqtt: connected to" in e for e in entries):
+                break
+        assert entries, "no journal entries"
+        parsed = []
+        for e in entries:
+            head, _, rest = e.partition(b"MESSAGE\n")
+            fields = dict(l.split(b"=", 1) for l in head.splitlines() if b"=" in l)
+            n = int.from_bytes(rest[:8], "little")
+            msg = rest[8:8 + n]
+            assert rest[8 + n:] == b"\n", e          # binary-safe framing
+            parsed.append((fields, msg))
+        connected = [(f, m) for f, m in parsed if m.startswith(b"mqtt: connected to")]
+        assert connected, parsed
+        f, _ = connected[0]
+        assert f[b"PRIORITY"] == b"5"                # notice
+        assert f[b"SYSLOG_IDENTIFIER"] == b"edgebridged"
+        assert f[b"EB_SUBSYSTEM"] == b"mqtt"
+        # and nothing went to stderr meanwhile
+        assert "connected to" not in d.output
+        assert env.pin.encode() not in b"".join(entries)
+        d.stop()
+    finally:
+        sock.close()
