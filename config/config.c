@@ -919,7 +919,7 @@ static void set_defaults(struct eb_config *c)
 	c->cloud.keepalive_ms = 60000;
 	c->cloud.backoff_min_ms = 1000;
 	c->cloud.backoff_max_ms = 300000;
-	c->cloud.max_inflight = 20;
+	c->cloud.max_inflight = 10;
 	c->cloud.shutdown_timeout_ms = 3000;
 	c->cloud.cert_warn_ms = 30ULL * 86400000;
 	c->store.max_size = 64ULL << 20;

@@ -159,6 +159,7 @@ struct store {
 	uint64_t page_size;
 
 	uint64_t pushed, acked, dropped, quarantined, stored, bytes;
+	uint64_t dropped_by[N_REASONS];
 };
 
 static void report(struct store *st, enum eb_log_level l, const char *fmt, ...)
@@ -343,8 +344,22 @@ static void count_drop(struct store *st, struct sensor_meta *m, int reason,
 		       uint64_t n, int64_t first_ms, int64_t last_ms)
 {
 	struct drop_acc *d = NULL;
+	uint64_t before = st->dropped_by[reason], p;
 
 	st->dropped += n;
+	st->dropped_by[reason] += n;
+	/* In the log: the first drop for a reason, then at every power of
+	 * ten, so a long outage is visible without a line per sample. */
+	for (p = 1; p <= st->dropped_by[reason] && p <= UINT64_MAX / 10;
+	     p *= 10)
+		if (p > before)
+			break;
+	if (p > before && p <= st->dropped_by[reason])
+		report(st, EB_LOG_WARNING,
+		       "dropping samples (%s): %llu so far, sensor %s among "
+		       "them; counted and reported to the cloud",
+		       reason_text[reason],
+		       (unsigned long long)st->dropped_by[reason], m->name);
 	for (size_t i = 0; i < st->n_drops; i++)
 		if (st->drops[i].reason == reason &&
 		    (st->drops[i].meta == m ||
@@ -937,7 +952,7 @@ static int open_db(struct store *st)
 	sqlite3_busy_timeout(st->db, 1000);
 	snprintf(pragmas, sizeof(pragmas),
 		 "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; "
-		 "PRAGMA cache_size=-256; PRAGMA temp_store=FILE; "
+		 "PRAGMA cache_size=-64; PRAGMA temp_store=FILE; "
 		 "PRAGMA journal_size_limit=4194304; PRAGMA mmap_size=0;",
 		 st->o.sync_full ? "FULL" : "NORMAL");
 	rc = sqlite3_exec(st->db, pragmas, NULL, NULL, NULL);
