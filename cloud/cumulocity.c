@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/util.h"
 #include "profile.h"
 
 #define C8Y_MAX_PAYLOAD 16184
@@ -32,28 +33,16 @@
  */
 int c8y_format_time(int64_t time_ms, char *buf, size_t len)
 {
-	static time_t cached_sec = -1;
-	static char cached
-		[72]; /* room for any int, to please -Wformat-truncation */
-	time_t sec = (time_t)(time_ms / 1000);
-	int ms = (int)(time_ms % 1000);
+	static int64_t cached_sec = INT64_MIN;
+	static char cached[32];
+	int64_t sec = time_ms / 1000 - (time_ms % 1000 < 0);
+	int ms = (int)(time_ms - sec * 1000);
 
-	if (ms < 0) {
-		ms += 1000;
-		sec -= 1;
-	}
 	if (len < 25)
 		return -ENOSPC;
 	if (sec != cached_sec) {
-		struct tm tm;
-
-		if (!gmtime_r(&sec, &tm) || tm.tm_year + 1900 > 9999 ||
-		    tm.tm_year + 1900 < 0)
+		if (eb_format_utc(sec * 1000, cached, sizeof(cached)) < 0)
 			return -EINVAL;
-		snprintf(cached, sizeof(cached),
-			 "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
-			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-			 tm.tm_sec);
 		cached_sec = sec;
 	}
 	memcpy(buf, cached, 19);

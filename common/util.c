@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -14,4 +15,24 @@ int eb_errf(struct eb_err *err, int code, const char *fmt, ...)
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 	va_end(ap);
 	return code;
+}
+
+int eb_format_utc(int64_t time_ms, char *buf, size_t len)
+{
+	time_t sec = (time_t)(time_ms / 1000);
+	int ms = (int)(time_ms % 1000);
+	struct tm tm;
+	int n;
+
+	if (ms < 0) {
+		ms += 1000;
+		sec -= 1;
+	}
+	if (!gmtime_r(&sec, &tm) || tm.tm_year + 1900 > 9999 ||
+	    tm.tm_year + 1900 < 0)
+		return -EINVAL;
+	n = snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		     tm.tm_min, tm.tm_sec, ms);
+	return n < 0 || (size_t)n >= len ? -ENOSPC : n;
 }

@@ -80,6 +80,10 @@ static inline int streq(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC) for a CLOCK_REALTIME millisecond time;
+ * returns its length (24), or -EINVAL / -ENOSPC (len must be >= 25). */
+int eb_format_utc(int64_t time_ms, char *buf, size_t len);
+
 /* Exit codes (sysexits.h values, so systemd units can name them). */
 enum {
 	EB_EXIT_OK = 0,

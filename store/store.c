@@ -230,17 +230,6 @@ static int64_t query_int(struct store *st, const char *q, int64_t dflt)
 	return v;
 }
 
-static void format_utc(int64_t ms, char *buf, size_t len)
-{
-	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		 tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-}
-
 /* ---- sensors ------------------------------------------------------------ */
 
 static struct sensor_entry *sensor_by_meta(struct store *st,
@@ -452,8 +441,8 @@ static int drops_to_events(struct store *st)
 		char text[320], t1[72], t2[72];
 		const char *name = (const char *)sqlite3_column_text(s, 4);
 
-		format_utc(sqlite3_column_int64(s, 2), t1, sizeof(t1));
-		format_utc(sqlite3_column_int64(s, 3), t2, sizeof(t2));
+		eb_format_utc(sqlite3_column_int64(s, 2), t1, sizeof(t1));
+		eb_format_utc(sqlite3_column_int64(s, 3), t2, sizeof(t2));
 		snprintf(text, sizeof(text),
 			 "sensor %s: %lld samples dropped (%s) between %s and "
 			 "%s",
