@@ -207,8 +207,9 @@ static void test_drop_oldest_counts_and_reports(void **state)
 	{
 		char want[128];
 
-		snprintf(want, sizeof(want), "sensor a: %llu samples dropped "
-					     "(store full) between ",
+		snprintf(want, sizeof(want),
+			 "sensor a: %llu samples dropped "
+			 "(store full) between ",
 			 (unsigned long long)s.dropped);
 		assert_non_null(strstr(ev[0].text, want));
 	}
@@ -321,8 +322,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(
 			test_lease_ack_order_and_persistence, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_live_lane_first_and_release,
-						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_live_lane_first_and_release, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_drop_oldest_counts_and_reports, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drop_newest, setup,
