@@ -10,6 +10,7 @@
 VERSION   ?= 0.1.0
 PREFIX    ?= /usr/local
 SBINDIR   ?= $(PREFIX)/sbin
+BINDIR    ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
 DESTDIR   ?=
 PYTHON    ?= /usr/bin/python3
@@ -29,15 +30,16 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 LIB_SRC := common/util.c common/sample.c \
 	   config/config.c \
 	   daemon/loop.c \
-	   hsm/hsm.c hsm/certcheck.c \
+	   hsm/hsm.c hsm/certcheck.c hsm/p11.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c
+TOOL_SRC   := $(sort $(wildcard tools/*.c))
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers \
-	      test_pack test_store
+	      test_pack test_store test_certcheck
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)
@@ -51,7 +53,7 @@ endif
 B  := build
 BA := build-asan
 
-all: $(B)/edgebridged
+all: $(B)/edgebridged $(B)/edgebridge
 
 define objs
 $(patsubst %.c,$(1)/obj/%.o,$(2))
@@ -70,6 +72,14 @@ $(BA)/obj/%.o: %.c
 $(B)/edgebridged: $(call objs,$(B),$(DAEMON_SRC) $(LIB_SRC))
 	$(echo_cmd) LD $@
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/edgebridge: $(call objs,$(B),$(TOOL_SRC) $(LIB_SRC))
+	$(echo_cmd) LD $@
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BA)/edgebridge: $(call objs,$(BA),$(TOOL_SRC) $(LIB_SRC))
+	$(echo_cmd) LD $@
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
 
 $(BA)/edgebridged: $(call objs,$(BA),$(DAEMON_SRC) $(LIB_SRC))
 	$(echo_cmd) LD $@
@@ -100,8 +110,8 @@ deps:
 unit: $(addprefix $(BA)/tests/,$(UNIT_TESTS))
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
 
-integration: $(BA)/edgebridged
-	ASAN_OPTIONS=detect_leaks=0 \
+integration: $(BA)/edgebridged $(BA)/edgebridge
+	ASAN_OPTIONS=detect_leaks=0 EDGEBRIDGE=$(CURDIR)/$(BA)/edgebridge \
 	EDGEBRIDGED=$(CURDIR)/$(BA)/edgebridged $(PYTHON) -m pytest -q \
 		tests/integration
 
@@ -121,8 +131,9 @@ bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/s
 check-style:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
-install: $(B)/edgebridged
+install: $(B)/edgebridged $(B)/edgebridge $(B)/edgebridge
 	install -D -m 0755 $(B)/edgebridged $(DESTDIR)$(SBINDIR)/edgebridged
+	install -D -m 0755 $(B)/edgebridge $(DESTDIR)$(BINDIR)/edgebridge
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/edgebridge/conf.d
 
 clean:

@@ -6,6 +6,7 @@ Pieces (each usable alone):
   Pki / Issued               root -> intermediate -> device/server/client certs
   Broker / Observer          mosquitto with mutual TLS; paho subscriber
   Daemon / run_edgebridged   edgebridged subprocess with captured output
+  run_edgebridge             one-shot `edgebridge` (tool) runs
   write_config / ConfigFile  INI writer with line lookup
   Env                        all of the above in one temp dir
   expect                     exit codes and message patterns of the daemon
@@ -17,6 +18,7 @@ from .config import ConfigFile, merge_sections, render_ini, write_config
 from .daemon import Daemon, DaemonExited, daemon_binary, run_edgebridged
 from .env import DEFAULT_GATEWAY_ID, DEFAULT_GATEWAY_NAME, DEFAULT_SENSORS, Env
 from .pki import Issued, Pki
+from .tool import run_edgebridge, tool_binary
 from .token import (DEFAULT_PIN, DEFAULT_SO_PIN, PKCS11_ENGINE, PKCS11_SPY_MODULE,
                     SOFTHSM_MODULE, Token, make_csr_on_token)
 from .util import LOOPBACK, REPO_ROOT, HarnessError, free_port, port_open, wait_until
@@ -24,7 +26,8 @@ from .util import LOOPBACK, REPO_ROOT, HarnessError, free_port, port_open, wait_
 __all__ = [
     "expect", "Broker", "ClientConnection", "Line", "Observer", "ConfigFile",
     "merge_sections", "render_ini", "write_config", "Daemon", "DaemonExited",
-    "daemon_binary", "run_edgebridged", "DEFAULT_GATEWAY_ID", "DEFAULT_GATEWAY_NAME",
+    "daemon_binary", "run_edgebridged", "run_edgebridge", "tool_binary",
+    "DEFAULT_GATEWAY_ID", "DEFAULT_GATEWAY_NAME",
     "DEFAULT_SENSORS", "Env", "Issued", "Pki", "DEFAULT_PIN", "DEFAULT_SO_PIN",
     "PKCS11_ENGINE", "PKCS11_SPY_MODULE", "SOFTHSM_MODULE", "Token",
     "make_csr_on_token", "LOOPBACK", "REPO_ROOT", "HarnessError", "free_port",

@@ -52,12 +52,15 @@ class Broker:
     (persistence file in `dir`, unlimited queue): an Observer with
     clean_session=False then misses nothing the devices published while it
     was disconnected, even across broker restarts.
+    client_ca_file: trust these CAs for client certs instead of pki's root
+    (e.g. a CA made by `edgebridge ca init`); a bundle that also holds
+    pki.root_file keeps the Observer's cert accepted.
     """
 
     def __init__(self, dir: Path | str, pki: Pki, *, server: Optional[Issued] = None,
                  port: Optional[int] = None, host: str = LOOPBACK,
                  extra_conf: Sequence[str] = (), netns: Optional[str] = None,
-                 durable: bool = False):
+                 durable: bool = False, client_ca_file: Optional[Path | str] = None):
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki
@@ -72,7 +75,7 @@ class Broker:
         # the root that signed the server cert: what a client must trust
         self.server_ca_file = self.dir / "server-ca.pem"
         self.server_ca_file.write_bytes(Issued(self.server.chain[-1]).cert_pem)
-        self.client_ca_file = pki.root_file
+        self.client_ca_file = Path(client_ca_file) if client_ca_file else pki.root_file
         self.log_file = self.dir / "mosquitto.log"
         self.out_file = self.dir / "mosquitto.out"
         self.conf_file = self.dir / "mosquitto.conf"

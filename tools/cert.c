@@ -1,0 +1,557 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cert csr / install / export: the steps of the certificate workflow that
+ * touch the device's own certificate.
+ *
+ * Why the CSR is made here and not with `openssl req -engine`: the subject
+ * rules the clouds enforce (CN = gateway.id, no ':') are checked before the
+ * token signs anything, the PIN comes from the daemon's pin file instead of
+ * an openssl.cnf or a URI, and the signature is verified before the file is
+ * written.
+ *
+ * Why install orders the chain itself: the most common mistake in the
+ * guides is a chain file in the wrong order or without the CA; install
+ * builds leaf -> intermediates -> root from whatever order it is given,
+ * checks it with the same rules as the daemon, and only then replaces the
+ * configured file (atomically, keeping the previous one).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/util.h"
+#include "../hsm/certcheck.h"
+#include "../hsm/hsm.h"
+#include "tool.h"
+
+#define MAX_CHAIN 10
+
+/* Opens the token the configuration names; prints why not. */
+static struct hsm *open_token(struct tool *t, const char *key_uri, int *rc)
+{
+	struct eb_config *c = tool_config(t);
+	struct eb_err err = { "" };
+	enum hsm_fail hf;
+	struct hsm *h;
+
+	if (!c) {
+		*rc = EB_EXIT_CONFIG;
+		return NULL;
+	}
+	h = hsm_open(c->hsm.module, c->hsm.pin_file,
+		     key_uri ? key_uri : c->hsm.key, &hf, &err);
+	if (!h) {
+		tool_err("%s", err.msg);
+		*rc = hf == HSM_FAIL_PIN	   ? EB_EXIT_NOPERM
+		      : hf == HSM_FAIL_UNAVAILABLE ? EB_EXIT_UNAVAILABLE
+						   : EB_EXIT_FAILURE;
+	}
+	return h;
+}
+
+/* "/O=Acme/OU=Boilers" -> entries added to name (CN is separate). */
+static int add_subject(X509_NAME *name, const char *subject)
+{
+	char *dup = strdup(subject), *save = NULL, *part;
+	int r = 0;
+
+	if (!dup)
+		return -ENOMEM;
+	for (part = strtok_r(dup, "/", &save); part && r == 0;
+	     part = strtok_r(NULL, "/", &save)) {
+		char *eq = strchr(part, '=');
+
+		if (!eq || eq == part || !eq[1]) {
+			r = -EINVAL;
+			break;
+		}
+		*eq = '\0';
+		if (!strcmp(part, "CN") ||
+		    !X509_NAME_add_entry_by_txt(name, part, MBSTRING_UTF8,
+						(unsigned char *)eq + 1, -1, -1,
+						0))
+			r = -EINVAL;
+	}
+	free(dup);
+	return r;
+}
+
+static int write_file_atomic(const char *path, const char *data, size_t len,
+			     mode_t mode)
+{
+	char tmp[4200];
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0) {
+		int e = -errno;
+
+		close(fd);
+		unlink(tmp);
+		return e ? e : -EIO;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0) {
+		int e = -errno;
+
+		unlink(tmp);
+		return e;
+	}
+	return 0;
+}
+
+/* PEM text of a BIO (memory), NUL-terminated, for write_file_atomic. */
+static char *bio_text(BIO *b, size_t *len)
+{
+	char *p;
+	long n = BIO_get_mem_data(b, &p);
+	char *out = n >= 0 ? malloc((size_t)n + 1) : NULL;
+
+	if (!out)
+		return NULL;
+	memcpy(out, p, (size_t)n);
+	out[n] = '\0';
+	*len = (size_t)n;
+	return out;
+}
+
+int cmd_cert_csr(struct tool *t, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "cn", required_argument, NULL, 'n' },
+		{ "subject", required_argument, NULL, 's' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "out", required_argument, NULL, 'o' },
+		{ 0 },
+	};
+	const char *cn = NULL, *subject = NULL, *key = NULL, *out = NULL;
+	X509_REQ *req = NULL;
+	X509_NAME *name;
+	struct hsm *h;
+	BIO *mem = NULL;
+	int c, rc = EB_EXIT_FAILURE;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			cn = optarg;
+			break;
+		case 's':
+			subject = optarg;
+			break;
+		case 'k':
+			key = optarg;
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		default:
+			return EB_EXIT_USAGE;
+		}
+	}
+	if (!out) {
+		tool_err("cert csr: -o FILE is required (- for stdout)");
+		return EB_EXIT_USAGE;
+	}
+	if (!cn && tool_config(t))
+		cn = t->cfg->gateway.id;
+	if (!cn || !*cn) {
+		tool_err("cert csr: give --cn ID (the gateway.id)");
+		return EB_EXIT_USAGE;
+	}
+	if (strchr(cn, ':')) {
+		tool_err("cert csr: the CN '%s' contains ':'; Cumulocity "
+			 "splits client ids at ':' and refuses it",
+			 cn);
+		return EB_EXIT_USAGE;
+	}
+	if (strlen(cn) > 23)
+		fprintf(stderr,
+			"edgebridge: warning: the CN has %zu characters; MQTT "
+			"3.1 clients allow 23 for a client id\n",
+			strlen(cn));
+	if (key && (strstr(key, "pin-value") || strstr(key, "pin-source"))) {
+		tool_err("cert csr: the key URI must not carry the PIN; it "
+			 "comes from hsm.pin_file");
+		return EB_EXIT_USAGE;
+	}
+	h = open_token(t, key, &rc);
+	if (!h)
+		return rc;
+	rc = EB_EXIT_FAILURE;
+	req = X509_REQ_new();
+	name = X509_NAME_new();
+	if (!req || !name ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+					(const unsigned char *)cn, -1, -1, 0)) {
+		X509_NAME_free(name);
+		tool_err("cert csr: out of memory");
+		goto out;
+	}
+	if (subject && add_subject(name, subject) < 0) {
+		X509_NAME_free(name);
+		tool_err("cert csr: --subject '%s' is not of the form "
+			 "/O=Org/OU=Unit (CN goes in --cn)",
+			 subject);
+		rc = EB_EXIT_USAGE;
+		goto out;
+	}
+	X509_REQ_set_version(req, 0);
+	X509_REQ_set_subject_name(req, name);
+	X509_NAME_free(name);
+	if (!X509_REQ_set_pubkey(req, hsm_key(h)) ||
+	    X509_REQ_sign(req, hsm_key(h), EVP_sha256()) <= 0 ||
+	    X509_REQ_verify(req, hsm_key(h)) != 1) {
+		char detail[512];
+
+		hsm_openssl_errors(detail, sizeof(detail));
+		tool_err("cert csr: the token could not sign the request: %s",
+			 detail);
+		goto out;
+	}
+	mem = BIO_new(BIO_s_mem());
+	if (!mem || !PEM_write_bio_X509_REQ(mem, req)) {
+		tool_err("cert csr: out of memory");
+		goto out;
+	}
+	{
+		size_t len;
+		char *pem = bio_text(mem, &len);
+		int r = 0;
+
+		if (!pem) {
+			tool_err("cert csr: out of memory");
+			goto out;
+		}
+		if (!strcmp(out, "-"))
+			fwrite(pem, 1, len, stdout);
+		else
+			r = write_file_atomic(out, pem, len, 0644);
+		free(pem);
+		if (r < 0) {
+			tool_err("cert csr: cannot write %s: %s", out,
+				 strerror(-r));
+			goto out;
+		}
+	}
+	if (t->json) {
+		printf("{\"csr\":");
+		tool_json_str(stdout, out);
+		printf(",\"cn\":");
+		tool_json_str(stdout, cn);
+		printf("}\n");
+	} else if (strcmp(out, "-") && !t->quiet) {
+		printf("%s: CSR for CN=%s signed by the token key\n", out, cn);
+	}
+	rc = EB_EXIT_OK;
+out:
+	BIO_free(mem);
+	X509_REQ_free(req);
+	hsm_close(h);
+	return rc;
+}
+
+static int load_certs(const char *path, X509 **certs, int *n)
+{
+	BIO *b = BIO_new_file(path, "r");
+	X509 *x;
+
+	*n = 0;
+	if (!b)
+		return -ENOENT;
+	while (*n < MAX_CHAIN && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)))
+		certs[(*n)++] = x;
+	ERR_clear_error();
+	BIO_free(b);
+	return *n ? 0 : -EINVAL;
+}
+
+/* Orders certs as leaf, its issuer, ... up to the self-signed root.
+ * Returns how many made it into the chain. */
+static int order_chain(X509 **in, int n, X509 *leaf, X509 **out)
+{
+	bool used[MAX_CHAIN] = { false };
+	int k = 0;
+	X509 *cur = leaf;
+
+	for (int i = 0; i < n; i++)
+		if (in[i] == leaf)
+			used[i] = true;
+	out[k++] = leaf;
+	while (k < n && X509_check_issued(cur, cur) != X509_V_OK) {
+		int next = -1;
+
+		for (int i = 0; i < n && next < 0; i++)
+			if (!used[i] &&
+			    X509_check_issued(in[i], cur) == X509_V_OK)
+				next = i;
+		if (next < 0)
+			break;
+		used[next] = true;
+		cur = out[k++] = in[next];
+	}
+	ERR_clear_error();
+	return k;
+}
+
+int cmd_cert_install(struct tool *t, int argc, char **argv)
+{
+	X509 *certs[MAX_CHAIN], *chain[MAX_CHAIN], *leaf = NULL;
+	struct eb_config *c;
+	struct cc_params p;
+	struct cc_report rep;
+	struct hsm *h;
+	BIO *mem = NULL;
+	int n = 0, k, rc;
+	char prev[4200];
+
+	if (argc != 2) {
+		tool_err("usage: edgebridge cert install CHAIN.pem");
+		return EB_EXIT_USAGE;
+	}
+	c = tool_config(t);
+	if (!c)
+		return EB_EXIT_CONFIG;
+	if (load_certs(argv[1], certs, &n) < 0) {
+		tool_err("cert install: %s holds no PEM certificate", argv[1]);
+		return EB_EXIT_FAILURE;
+	}
+	h = open_token(t, NULL, &rc);
+	if (!h)
+		goto free_certs;
+	rc = EB_EXIT_FAILURE;
+	for (int i = 0; i < n && !leaf; i++)
+		if (EVP_PKEY_eq(X509_get0_pubkey(certs[i]), hsm_key(h)) == 1)
+			leaf = certs[i];
+	if (!leaf) {
+		tool_err("cert install: no certificate in %s belongs to the "
+			 "token key %s; it was issued for another key",
+			 argv[1], c->hsm.key);
+		goto out;
+	}
+	k = order_chain(certs, n, leaf, chain);
+	mem = BIO_new(BIO_s_mem());
+	for (int i = 0; mem && i < k; i++)
+		PEM_write_bio_X509(mem, chain[i]);
+	if (k < n)
+		fprintf(stderr,
+			"edgebridge: warning: %d certificate(s) in %s are not "
+			"part of the device's chain and were left out\n",
+			n - k, argv[1]);
+	{
+		size_t len;
+		char *pem = mem ? bio_text(mem, &len) : NULL;
+		char tmp[4200];
+		int r;
+
+		if (!pem) {
+			tool_err("cert install: out of memory");
+			goto out;
+		}
+		/* check the ordered chain with the daemon's own rules */
+		snprintf(tmp, sizeof(tmp), "%s.new", c->cloud.cert_file);
+		r = write_file_atomic(tmp, pem, len, 0644);
+		free(pem);
+		if (r < 0) {
+			tool_err("cert install: cannot write %s: %s", tmp,
+				 strerror(-r));
+			goto out;
+		}
+		p = (struct cc_params){
+			.cert_file = tmp,
+			.key = hsm_key(h),
+			.expect_cn = c->gateway.id,
+			.now = time(NULL),
+			.warn_seconds = (int64_t)(c->cloud.cert_warn_ms / 1000)
+		};
+		certcheck_run(&p, &rep);
+		for (size_t i = 0; i < rep.n; i++)
+			if (rep.r[i].status != CC_PASS)
+				fprintf(stderr, "edgebridge: %s: %s\n",
+					rep.r[i].status == CC_FAIL ? "error"
+								   : "warning",
+					rep.r[i].msg);
+		if (rep.n_fail) {
+			unlink(tmp);
+			tool_err("cert install: not installed; %s unchanged",
+				 c->cloud.cert_file);
+			goto out;
+		}
+		/* keep the previous chain, then switch atomically */
+		snprintf(prev, sizeof(prev), "%s.prev", c->cloud.cert_file);
+		if (access(c->cloud.cert_file, F_OK) == 0 &&
+		    link(c->cloud.cert_file, prev) < 0 && errno == EEXIST) {
+			unlink(prev);
+			link(c->cloud.cert_file, prev);
+		}
+		if (rename(tmp, c->cloud.cert_file) < 0) {
+			tool_err("cert install: cannot replace %s: %s",
+				 c->cloud.cert_file, strerror(errno));
+			unlink(tmp);
+			goto out;
+		}
+	}
+	if (t->json) {
+		printf("{\"installed\":");
+		tool_json_str(stdout, c->cloud.cert_file);
+		printf(",\"certificates\":%d,\"previous\":", k);
+		tool_json_str(stdout, prev);
+		printf("}\n");
+	} else if (!t->quiet) {
+		printf("installed %s (%d certificates, leaf first); previous "
+		       "chain kept as %s\n",
+		       c->cloud.cert_file, k, prev);
+		printf("restart or reload edgebridged to use it\n");
+	}
+	rc = EB_EXIT_OK;
+out:
+	BIO_free(mem);
+	hsm_close(h);
+free_certs:
+	for (int i = 0; i < n; i++)
+		X509_free(certs[i]);
+	return rc;
+}
+
+int cmd_cert_export(struct tool *t, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "ca", required_argument, NULL, 'a' },
+		{ "p12", required_argument, NULL, 'p' },
+		{ "pass-file", required_argument, NULL, 'P' },
+		{ "chain", required_argument, NULL, 'c' },
+		{ 0 },
+	};
+	const char *ca_out = NULL, *p12_out = NULL, *pass_file = NULL;
+	const char *chain_file = NULL;
+	X509 *certs[MAX_CHAIN];
+	int n = 0, c, rc = EB_EXIT_FAILURE;
+	char pass[256] = "";
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			ca_out = optarg;
+			break;
+		case 'p':
+			p12_out = optarg;
+			break;
+		case 'P':
+			pass_file = optarg;
+			break;
+		case 'c':
+			chain_file = optarg;
+			break;
+		default:
+			return EB_EXIT_USAGE;
+		}
+	}
+	if (!ca_out && !p12_out) {
+		tool_err("cert export: give --ca FILE and/or --p12 FILE");
+		return EB_EXIT_USAGE;
+	}
+	if (!chain_file) {
+		if (!tool_config(t))
+			return EB_EXIT_CONFIG;
+		chain_file = t->cfg->cloud.cert_file;
+	}
+	if (load_certs(chain_file, certs, &n) < 0) {
+		tool_err("cert export: %s holds no PEM certificate",
+			 chain_file);
+		return EB_EXIT_FAILURE;
+	}
+	if (ca_out) {
+		/* the CA side of the chain: what the cloud's trust store
+		 * (Cumulocity trusted certificates, ThingsBoard device
+		 * profile) takes */
+		BIO *mem = BIO_new(BIO_s_mem());
+		size_t len;
+		char *pem;
+		int r;
+
+		for (int i = 1; mem && i < n; i++)
+			PEM_write_bio_X509(mem, certs[i]);
+		pem = mem ? bio_text(mem, &len) : NULL;
+		BIO_free(mem);
+		if (!pem || n < 2) {
+			free(pem);
+			tool_err("cert export: %s has no CA certificates after "
+				 "the device certificate",
+				 chain_file);
+			goto out;
+		}
+		r = write_file_atomic(ca_out, pem, len, 0644);
+		free(pem);
+		if (r < 0) {
+			tool_err("cert export: cannot write %s: %s", ca_out,
+				 strerror(-r));
+			goto out;
+		}
+	}
+	if (p12_out) {
+		STACK_OF(X509) *cas = sk_X509_new_null();
+		PKCS12 *p12;
+		BIO *f;
+
+		if (pass_file && tool_read_secret(pass_file, "password", pass,
+						  sizeof(pass)) < 0) {
+			tool_err("cert export: cannot read %s", pass_file);
+			sk_X509_free(cas);
+			goto out;
+		}
+		for (int i = 1; cas && i < n; i++)
+			sk_X509_push(cas, certs[i]);
+		/* no private key: it never leaves the token */
+		p12 = PKCS12_create(pass, "edgebridge device", NULL, certs[0],
+				    cas, 0, 0, 0, 0, 0);
+		sk_X509_free(cas);
+		f = p12 ? BIO_new_file(p12_out, "wb") : NULL;
+		if (!f || i2d_PKCS12_bio(f, p12) != 1) {
+			char detail[512];
+
+			hsm_openssl_errors(detail, sizeof(detail));
+			tool_err("cert export: cannot write %s: %s", p12_out,
+				 detail);
+			BIO_free(f);
+			PKCS12_free(p12);
+			goto out;
+		}
+		BIO_free(f);
+		PKCS12_free(p12);
+	}
+	if (t->json) {
+		printf("{\"ca\":");
+		tool_json_str(stdout, ca_out ? ca_out : "");
+		printf(",\"p12\":");
+		tool_json_str(stdout, p12_out ? p12_out : "");
+		printf("}\n");
+	} else if (!t->quiet) {
+		if (ca_out)
+			printf("%s: %d CA certificate(s)\n", ca_out, n - 1);
+		if (p12_out)
+			printf("%s: PKCS#12 with %d certificate(s), no private "
+			       "key\n",
+			       p12_out, n);
+	}
+	rc = EB_EXIT_OK;
+out:
+	OPENSSL_cleanse(pass, sizeof(pass));
+	for (int i = 0; i < n; i++)
+		X509_free(certs[i]);
+	return rc;
+}
