@@ -128,6 +128,24 @@ bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/s
 	$(PYTHON) bench/store_forward.py --throughput-json $(B)/bench/throughput.json || rc=1; \
 	exit $$rc
 
+# libFuzzer targets for the parsers (clang, libclang-rt-14-dev); FUZZ_SECONDS
+# each.  Not part of `make check`: a fuzzer's findings are work, not a gate.
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := common/util.c common/sample.c config/config.c drivers/registry.c \
+	    drivers/sim.c drivers/hwmon.c
+
+$(B)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_SRC)
+	@mkdir -p $(dir $@)
+	$(echo_cmd) FUZZ $@
+	$(Q)clang -g -O1 -std=gnu11 -D_GNU_SOURCE \
+		-fsanitize=fuzzer,address,undefined $(CPPFLAGS) -o $@ $^ \
+		$(shell pkg-config --libs inih) -lm
+
+fuzz: $(B)/fuzz/fuzz_config
+	@mkdir -p $(B)/fuzz/corpus-config
+	$(B)/fuzz/fuzz_config -max_total_time=$(FUZZ_SECONDS) \
+		$(B)/fuzz/corpus-config tests/fuzz/corpus/config
+
 check-style:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
@@ -139,7 +157,8 @@ install: $(B)/edgebridged $(B)/edgebridge $(B)/edgebridge
 clean:
 	rm -rf $(B) $(BA)
 
-.PHONY: all deps unit integration check demo bench check-style install clean
+.PHONY: all deps unit integration check demo bench fuzz check-style install \
+	clean
 .SECONDARY:
 
 -include $(shell find $(B) $(BA) -name '*.d' 2>/dev/null)
