@@ -133,9 +133,9 @@ static void pump_events(struct cloud *c)
 		struct batch *b;
 		int len, mid;
 
-		len = c->profile->format_event(ev[i].type, ev[i].text,
-					       ev[i].time_ms, c->buf,
-					       c->profile->max_payload + 1);
+		len = c->profile->format_event(
+			ev[i].type, ev[i].severity, ev[i].text, ev[i].time_ms,
+			c->buf, c->profile->max_payload + 1);
 		if (len < 0) {
 			store_event_ack(c->st, ev[i].id); /* unsendable */
 			continue;

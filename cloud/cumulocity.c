@@ -6,6 +6,7 @@
  *   117,<minutes>                  required interval (availability)
  *   200,<fragment>,<series>,<value>,<unit>,<time>   one measurement
  *   400,<type>,<text>,<time>       an event (drop reports, store resets)
+ *   301..304,<type>,<text>,<time>  an alarm (certificate about to expire)
  * Several lines go in one publish, separated by '\n', up to the platform's
  * 16184-byte limit.
  *
@@ -222,8 +223,28 @@ static int c8y_bootstrap(const struct eb_config *c, const char *version,
 	return (int)o;
 }
 
-static int c8y_format_event(const char *type, const char *text, int64_t time_ms,
-			    char *buf, size_t len)
+/* 400 creates an event; 301..304 an alarm (critical, major, minor,
+ * warning), which the platform keeps active and de-duplicates by type. */
+static const char *template_of(const char *severity)
+{
+	static const struct {
+		const char *severity, *tpl;
+	} t[] = {
+		{ "CRITICAL", "301," },
+		{ "MAJOR", "302," },
+		{ "MINOR", "303," },
+		{ "WARNING", "304," },
+	};
+
+	for (size_t i = 0; severity && i < EB_ARRAY_SIZE(t); i++)
+		if (!strcmp(severity, t[i].severity))
+			return t[i].tpl;
+	return "400,";
+}
+
+static int c8y_format_event(const char *type, const char *severity,
+			    const char *text, int64_t time_ms, char *buf,
+			    size_t len)
 {
 	char when[40];
 	size_t o = 0;
@@ -232,7 +253,7 @@ static int c8y_format_event(const char *type, const char *text, int64_t time_ms,
 	r = c8y_format_time(time_ms, when, sizeof(when));
 	if (r < 0)
 		return r;
-	if ((r = append(buf, len, &o, "400,")) < 0 ||
+	if ((r = append(buf, len, &o, template_of(severity))) < 0 ||
 	    (r = append_field(buf, len, &o, type)) < 0 ||
 	    (r = append(buf, len, &o, ",")) < 0 ||
 	    (r = append_text(buf, len, &o, text)) < 0 ||

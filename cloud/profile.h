@@ -27,9 +27,11 @@ struct cloud_profile {
 	/* One sample as one record.  Returns its length, -ENOSPC when it
 	 * does not fit, -EDOM when it cannot be expressed (NaN). */
 	int (*format)(const struct eb_sample *s, char *buf, size_t len);
-	/* A platform event (type, free text, time) as one record. */
-	int (*format_event)(const char *type, const char *text, int64_t time_ms,
-			    char *buf, size_t len);
+	/* A platform event (severity "" or NULL) or alarm (CRITICAL, MAJOR,
+	 * MINOR, WARNING) with a type, free text and time, as one record. */
+	int (*format_event)(const char *type, const char *severity,
+			    const char *text, int64_t time_ms, char *buf,
+			    size_t len);
 };
 
 const struct cloud_profile *profile_find(const char *name);

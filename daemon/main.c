@@ -49,6 +49,7 @@ struct daemon {
 	struct sensors *sensors;
 	struct loop_timer *watchdog;
 	struct loop_timer *shutdown;
+	struct loop_timer *cert_timer;
 	uint64_t watchdog_ms;
 	uint64_t shutdown_deadline;
 	bool stopping;
@@ -271,6 +272,34 @@ static void on_signal(struct loop *l, int signo, void *ud)
 	}
 }
 
+/*
+ * A certificate about to expire becomes a major alarm in the cloud (queued
+ * in the store like any event, so it is sent once connected and survives
+ * restarts), at start and then once a day, until it is renewed.
+ */
+static void check_cert_expiry(struct loop *l, struct loop_timer *t, void *ud)
+{
+	struct daemon *d = ud;
+	int64_t left;
+	char date[32], text[320];
+
+	(void)l;
+	if (certcheck_leaf_expiry(d->cfg->cloud.cert_file, time(NULL), &left,
+				  date, sizeof(date)) == 0 &&
+	    left < (int64_t)(d->cfg->cloud.cert_warn_ms / 1000)) {
+		snprintf(text, sizeof(text),
+			 "the device certificate of %s expires on %s (in %lld "
+			 "days): renew it (edgebridge cert csr, then cert "
+			 "install)",
+			 d->cfg->gateway.id, date, (long long)(left / 86400));
+		log_warning("cert", "%s", text);
+		store_add_event(d->st, "edgebridge_CertificateExpiring",
+				"MAJOR", text, eb_realtime_ms());
+		cloud_kick(d->cloud);
+	}
+	loop_timer_arm_in(t, 86400ULL * 1000);
+}
+
 static void on_watchdog(struct loop *l, struct loop_timer *t, void *ud)
 {
 	struct daemon *d = ud;
@@ -440,6 +469,10 @@ static int run(struct daemon *d)
 			loop_timer_arm_in(d->watchdog, d->watchdog_ms);
 	}
 
+	d->cert_timer = loop_timer_new(d->loop, check_cert_expiry, d);
+	if (d->cert_timer)
+		check_cert_expiry(d->loop, d->cert_timer, d);
+
 	cloud_start(d->cloud);
 	sdn_notify("READY=1");
 	status(d);
@@ -461,6 +494,7 @@ static void teardown(struct daemon *d)
 	d->cloud = cloud_free(d->cloud);
 	loop_timer_free(d->watchdog);
 	loop_timer_free(d->shutdown);
+	loop_timer_free(d->cert_timer);
 	d->loop = loop_free(d->loop);
 	d->st = store_close(d->st);
 	SSL_CTX_free(d->tls);

@@ -497,3 +497,30 @@ int certcheck_run(const struct cc_params *p, struct cc_report *rep)
 		X509_free(chain[i]);
 	return rep->n_fail ? -EINVAL : 0;
 }
+
+int certcheck_leaf_expiry(const char *cert_file, time_t now,
+			  int64_t *seconds_left, char *date, size_t len)
+{
+	BIO *b = BIO_new_file(cert_file, "r");
+	X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	ASN1_TIME *ref = NULL;
+	struct tm tm;
+	int days = 0, secs = 0, r = -EINVAL;
+
+	BIO_free(b);
+	if (!x) {
+		ERR_clear_error();
+		return -ENOENT;
+	}
+	ref = ASN1_TIME_set(NULL, now);
+	if (ref && ASN1_TIME_diff(&days, &secs, ref, X509_get0_notAfter(x)) &&
+	    ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm)) {
+		*seconds_left = (int64_t)days * 86400 + secs;
+		snprintf(date, len, "%04d-%02d-%02d", tm.tm_year + 1900,
+			 tm.tm_mon + 1, tm.tm_mday);
+		r = 0;
+	}
+	ASN1_TIME_free(ref);
+	X509_free(x);
+	return r;
+}

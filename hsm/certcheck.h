@@ -71,4 +71,9 @@ int certcheck_profile(const char *name);
 const struct cc_result *certcheck_find(const struct cc_report *rep,
 				       const char *rule);
 
+/* Seconds until the first certificate in cert_file expires (negative when
+ * it has), and its notAfter as "YYYY-MM-DD".  0 or -errno. */
+int certcheck_leaf_expiry(const char *cert_file, time_t now,
+			  int64_t *seconds_left, char *date, size_t len);
+
 #endif

@@ -102,10 +102,10 @@ static const char *const sql[N_STMT] = {
 	[S_COUNT_RANGE] = "SELECT sensor, count(*), min(time_ms), "
 			  "max(time_ms) FROM samples WHERE seq BETWEEN ? AND ? "
 			  "GROUP BY sensor",
-	[S_EVENT_ADD] = "INSERT INTO events(type, text, time_ms) "
-			"VALUES(?, ?, ?)",
+	[S_EVENT_ADD] = "INSERT INTO events(type, text, time_ms, severity) "
+			"VALUES(?, ?, ?, ?)",
 	[S_EVENT_DEL] = "DELETE FROM events WHERE id = ?",
-	[S_EVENTS] = "SELECT id, type, text, time_ms FROM events "
+	[S_EVENTS] = "SELECT id, type, text, time_ms, severity FROM events "
 		     "ORDER BY id LIMIT ?",
 };
 
@@ -125,7 +125,8 @@ static const char schema[] =
 	" first_ms INTEGER, last_ms INTEGER, PRIMARY KEY(sensor, reason));"
 	"CREATE TABLE IF NOT EXISTS events("
 	" id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL,"
-	" text TEXT NOT NULL, time_ms INTEGER NOT NULL);";
+	" text TEXT NOT NULL, time_ms INTEGER NOT NULL,"
+	" severity TEXT NOT NULL DEFAULT '');";
 
 struct store {
 	sqlite3 *db;
@@ -408,13 +409,14 @@ static void forget_drops(struct store *st)
 }
 
 static int add_event(struct store *st, const char *type, const char *text,
-		     int64_t time_ms)
+		     int64_t time_ms, const char *severity)
 {
 	sqlite3_stmt *s = stmt(st, S_EVENT_ADD);
 
 	sqlite3_bind_text(s, 1, type, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, time_ms);
+	sqlite3_bind_text(s, 4, severity ? severity : "", -1, SQLITE_STATIC);
 	st->events_dirty = true;
 	return sqlite3_step(s) == SQLITE_DONE
 		       ? 0
@@ -450,7 +452,7 @@ static int drops_to_events(struct store *st)
 			 (long long)sqlite3_column_int64(s, 0),
 			 (const char *)sqlite3_column_text(s, 1), t1, t2);
 		r = add_event(st, "edgebridge_SamplesDropped", text,
-			      eb_realtime_ms());
+			      eb_realtime_ms(), NULL);
 	}
 	sqlite3_finalize(s);
 	if (r == 0)
@@ -486,12 +488,21 @@ size_t store_events(struct store *st, struct store_event *ev, size_t max)
 		eb_strlcpy(ev[n].text, (const char *)sqlite3_column_text(s, 2),
 			   sizeof(ev[n].text));
 		ev[n].time_ms = sqlite3_column_int64(s, 3);
+		eb_strlcpy(ev[n].severity,
+			   (const char *)sqlite3_column_text(s, 4),
+			   sizeof(ev[n].severity));
 		n++;
 	}
 	sqlite3_reset(s);
 	if (n == 0)
 		st->events_dirty = false;
 	return n;
+}
+
+int store_add_event(struct store *st, const char *type, const char *severity,
+		    const char *text, int64_t time_ms)
+{
+	return add_event(st, type, text, time_ms, severity);
 }
 
 void store_event_inflight(struct store *st, int64_t id)
@@ -960,6 +971,12 @@ static int open_db(struct store *st)
 	rc = sqlite3_exec(st->db, schema, NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return sql_errno(rc);
+	/* queues made before events had a severity: add it (an error here
+	 * only means the column is there already) */
+	sqlite3_exec(st->db,
+		     "ALTER TABLE events ADD COLUMN severity TEXT NOT NULL "
+		     "DEFAULT ''",
+		     NULL, NULL, NULL);
 	for (int i = 0; i < N_STMT; i++)
 		if (sqlite3_prepare_v3(st->db, sql[i], -1,
 				       SQLITE_PREPARE_PERSISTENT, &st->st[i],
@@ -1057,7 +1074,8 @@ struct store *store_open(const struct store_opts *o, struct eb_err *err)
 			 "the sample queue was corrupt at start; moved to %s "
 			 "and a new one started",
 			 moved);
-		add_event(st, "edgebridge_StoreReset", text, eb_realtime_ms());
+		add_event(st, "edgebridge_StoreReset", text, eb_realtime_ms(),
+			  NULL);
 	}
 	return st;
 }

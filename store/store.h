@@ -57,6 +57,8 @@ struct store_lease {
 struct store_event {
 	int64_t id;
 	char type[64];
+	char severity[16]; /* "" for an event, else an alarm: CRITICAL, MAJOR,
+			    * MINOR or WARNING */
 	char text[320];
 	int64_t time_ms;
 };
@@ -97,6 +99,10 @@ void store_quarantine(struct store *st, const struct store_row *row);
 /* Events for the cloud (drop reports, store resets), oldest first, that
  * are not in flight.  Drop counters are turned into events here. */
 size_t store_events(struct store *st, struct store_event *ev, size_t max);
+/* Queues an event (severity NULL or "") or an alarm for the cloud; it
+ * survives restarts until acknowledged.  0 or -errno. */
+int store_add_event(struct store *st, const char *type, const char *severity,
+		    const char *text, int64_t time_ms);
 void store_event_inflight(struct store *st, int64_t id);
 void store_event_ack(struct store *st, int64_t id);
 

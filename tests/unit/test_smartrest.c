@@ -155,6 +155,33 @@ static void test_bootstrap(void **state)
 			 -ENOSPC);
 }
 
+static void test_events_and_alarms(void **state)
+{
+	char buf[256];
+
+	(void)state;
+	assert_true(profile_cumulocity.format_event(
+			    "edgebridge_StoreReset", NULL, "moved, kept",
+			    1795348800123LL, buf, sizeof(buf)) > 0);
+	assert_string_equal(buf, "400,edgebridge_StoreReset,\"moved, kept\","
+				 "2026-11-22T12:00:00.123Z");
+	/* free text is always quoted */
+	profile_cumulocity.format_event("t", "", "plain", 0, buf, sizeof(buf));
+	assert_string_equal(buf, "400,t,\"plain\",1970-01-01T00:00:00.000Z");
+	profile_cumulocity.format_event("t", "MAJOR", "soon", 0, buf,
+					sizeof(buf));
+	assert_string_equal(buf, "302,t,\"soon\",1970-01-01T00:00:00.000Z");
+	profile_cumulocity.format_event("t", "CRITICAL", "x", 0, buf,
+					sizeof(buf));
+	assert_true(!strncmp(buf, "301,", 4));
+	profile_cumulocity.format_event("t", "WARNING", "x", 0, buf,
+					sizeof(buf));
+	assert_true(!strncmp(buf, "304,", 4));
+	assert_int_equal(
+		profile_cumulocity.format_event("t", NULL, "x", 0, buf, 10),
+		-ENOSPC);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -162,6 +189,7 @@ int main(void)
 		cmocka_unit_test(test_field_escaping),
 		cmocka_unit_test(test_measurement_line),
 		cmocka_unit_test(test_bootstrap),
+		cmocka_unit_test(test_events_and_alarms),
 	};
 
 	return cmocka_run_group_tests_name("smartrest", tests, NULL, NULL);
