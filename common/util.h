@@ -84,6 +84,10 @@ static inline int streq(const char *a, const char *b)
  * returns its length (24), or -EINVAL / -ENOSPC (len must be >= 25). */
 int eb_format_utc(int64_t time_ms, char *buf, size_t len);
 
+/* mkdir -p: missing parents get parent_mode, the last component mode.
+ * Existing directories are left as they are.  0 or -errno. */
+int eb_mkdir_p(const char *path, unsigned parent_mode, unsigned mode);
+
 /* Exit codes (sysexits.h values, so systemd units can name them). */
 enum {
 	EB_EXIT_OK = 0,

@@ -326,25 +326,6 @@ static void on_tick_end(struct loop *l, void *ud)
 	}
 }
 
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char buf[4096];
-
-	if (eb_strlcpy(buf, path, sizeof(buf)) >= sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 static int open_store(struct daemon *d)
 {
 	struct store_opts so = {
@@ -359,7 +340,7 @@ static int open_store(struct daemon *d)
 	char path[4200];
 	int r;
 
-	r = mkdir_p(d->cfg->gateway.state_dir, 0750);
+	r = eb_mkdir_p(d->cfg->gateway.state_dir, 0755, 0750);
 	if (r < 0) {
 		log_error("store", "cannot create gateway.state_dir %s: %s",
 			  d->cfg->gateway.state_dir, strerror(-r));

@@ -519,32 +519,12 @@ static ASN1_INTEGER *random_serial(void)
 	return bn ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
 }
 
-/* mkdir -p: parents 0755, the CA directory itself 0700. */
-static int mkdir_parents(const char *dir)
-{
-	char buf[PATH_MAX];
-
-	if (eb_strlcpy(buf, dir, sizeof(buf)) >= sizeof(buf))
-		return -ENAMETOOLONG;
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
 /* Creates D (0700, and its parents) and refuses one that already holds a
  * CA. */
 static int prepare_dir(const char *dir)
 {
 	char path[PATH_MAX];
-	int r = mkdir_parents(dir);
+	int r = eb_mkdir_p(dir, 0755, 0700);
 
 	if (r < 0) {
 		tool_err("cannot create %s: %s", dir, strerror(-r));
