@@ -143,60 +143,23 @@ static int bad_option(const char *cmd, int c, char **argv)
 
 /* --- files ---------------------------------------------------------------- */
 
-/* Writes certs (PEM) to path through a temporary file and rename(). */
+/* tool_write_certs()/tool_write_file(), saying what failed. */
 static int write_certs(const char *path, X509 *const *certs, size_t n)
 {
-	char tmp[PATH_MAX + 8];
-	_cleanup_(filep) FILE *f = NULL;
+	int r = tool_write_certs(path, certs, n);
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	f = fopen(tmp, "we");
-	if (!f) {
-		tool_err("cannot write %s: %s", tmp, strerror(errno));
-		return -errno;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (!PEM_write_X509(f, certs[i])) {
-			tool_err("cannot write %s: %s", tmp, ossl_why());
-			unlink(tmp);
-			return -EIO;
-		}
-	}
-	if (fflush(f) || fsync(fileno(f)) || fclose(f)) {
-		f = NULL;
-		tool_err("cannot write %s: %s", tmp, strerror(errno));
-		unlink(tmp);
-		return -EIO;
-	}
-	f = NULL;
-	if (rename(tmp, path)) {
-		tool_err("cannot rename %s to %s: %s", tmp, path,
-			 strerror(errno));
-		unlink(tmp);
-		return -errno;
-	}
-	return 0;
+	if (r < 0)
+		tool_err("cannot write %s: %s", path, strerror(-r));
+	return r;
 }
 
 static int write_text(const char *path, const char *text)
 {
-	char tmp[PATH_MAX + 8];
-	_cleanup_close_ int fd = -1;
-	size_t len = strlen(text);
+	int r = tool_write_file(path, text, strlen(text), 0644);
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) ||
-	    rename(tmp, path)) {
-		int e = errno;
-
-		tool_err("cannot write %s: %s", path, strerror(e));
-		unlink(tmp);
-		return -e;
-	}
-	return 0;
+	if (r < 0)
+		tool_err("cannot write %s: %s", path, strerror(-r));
+	return r;
 }
 
 /* The key file is created 0600 and never overwritten. */
@@ -225,23 +188,6 @@ static int write_key(const char *path, EVP_PKEY *key)
 		return -EIO;
 	}
 	return 0;
-}
-
-static int read_certs(const char *path, X509 **certs, size_t max, size_t *n)
-{
-	BIO *bio = BIO_new_file(path, "r");
-	X509 *x;
-
-	*n = 0;
-	if (!bio) {
-		ERR_clear_error();
-		return -ENOENT;
-	}
-	while (*n < max && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
-		certs[(*n)++] = x;
-	ERR_clear_error();
-	BIO_free(bio);
-	return *n ? 0 : -EINVAL;
 }
 
 /* Loads D's certificate, key and chain; with lock, also takes D's lock. */
@@ -282,7 +228,7 @@ static int ca_load(struct ca *ca, const char *dir, bool lock)
 	}
 	if (path_in(path, sizeof(path), dir, "chain.pem"))
 		return -ENAMETOOLONG;
-	if (read_certs(path, ca->chain, MAX_CHAIN, &ca->n_chain) < 0) {
+	if (tool_read_certs(path, ca->chain, MAX_CHAIN, &ca->n_chain) < 0) {
 		ca->chain[0] = X509_dup(ca->cert); /* a root alone */
 		ca->n_chain = ca->chain[0] ? 1 : 0;
 	}

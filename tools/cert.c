@@ -86,34 +86,7 @@ static int add_subject(X509_NAME *name, const char *subject)
 	return r;
 }
 
-static int write_file_atomic(const char *path, const char *data, size_t len,
-			     mode_t mode)
-{
-	char tmp[4200];
-	int fd;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0) {
-		int e = -errno;
-
-		close(fd);
-		unlink(tmp);
-		return e ? e : -EIO;
-	}
-	close(fd);
-	if (rename(tmp, path) < 0) {
-		int e = -errno;
-
-		unlink(tmp);
-		return e;
-	}
-	return 0;
-}
-
-/* PEM text of a BIO (memory), NUL-terminated, for write_file_atomic. */
+/* PEM text of a BIO (memory), NUL-terminated, for tool_write_file. */
 static char *bio_text(BIO *b, size_t *len)
 {
 	char *p;
@@ -240,7 +213,7 @@ int cmd_cert_csr(struct tool *t, int argc, char **argv)
 		if (!strcmp(out, "-"))
 			fwrite(pem, 1, len, stdout);
 		else
-			r = write_file_atomic(out, pem, len, 0644);
+			r = tool_write_file(out, pem, len, 0644);
 		free(pem);
 		if (r < 0) {
 			tool_err("cert csr: cannot write %s: %s", out,
@@ -263,21 +236,6 @@ out:
 	X509_REQ_free(req);
 	hsm_close(h);
 	return rc;
-}
-
-static int load_certs(const char *path, X509 **certs, int *n)
-{
-	BIO *b = BIO_new_file(path, "r");
-	X509 *x;
-
-	*n = 0;
-	if (!b)
-		return -ENOENT;
-	while (*n < MAX_CHAIN && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)))
-		certs[(*n)++] = x;
-	ERR_clear_error();
-	BIO_free(b);
-	return *n ? 0 : -EINVAL;
 }
 
 /* Orders certs as leaf, its issuer, ... up to the self-signed root.
@@ -315,8 +273,8 @@ int cmd_cert_install(struct tool *t, int argc, char **argv)
 	struct cc_params p;
 	struct cc_report rep;
 	struct hsm *h;
-	BIO *mem = NULL;
-	int n = 0, k, rc;
+	size_t n = 0;
+	int k, rc;
 	char prev[4200];
 
 	if (argc != 2) {
@@ -326,7 +284,7 @@ int cmd_cert_install(struct tool *t, int argc, char **argv)
 	c = tool_config(t);
 	if (!c)
 		return EB_EXIT_CONFIG;
-	if (load_certs(argv[1], certs, &n) < 0) {
+	if (tool_read_certs(argv[1], certs, MAX_CHAIN, &n) < 0) {
 		tool_err("cert install: %s holds no PEM certificate", argv[1]);
 		return EB_EXIT_FAILURE;
 	}
@@ -334,7 +292,7 @@ int cmd_cert_install(struct tool *t, int argc, char **argv)
 	if (!h)
 		goto free_certs;
 	rc = EB_EXIT_FAILURE;
-	for (int i = 0; i < n && !leaf; i++)
+	for (size_t i = 0; i < n && !leaf; i++)
 		if (EVP_PKEY_eq(X509_get0_pubkey(certs[i]), hsm_key(h)) == 1)
 			leaf = certs[i];
 	if (!leaf) {
@@ -343,29 +301,19 @@ int cmd_cert_install(struct tool *t, int argc, char **argv)
 			 argv[1], c->hsm.key);
 		goto out;
 	}
-	k = order_chain(certs, n, leaf, chain);
-	mem = BIO_new(BIO_s_mem());
-	for (int i = 0; mem && i < k; i++)
-		PEM_write_bio_X509(mem, chain[i]);
-	if (k < n)
+	k = order_chain(certs, (int)n, leaf, chain);
+	if ((size_t)k < n)
 		fprintf(stderr,
-			"edgebridge: warning: %d certificate(s) in %s are not "
+			"edgebridge: warning: %zu certificate(s) in %s are not "
 			"part of the device's chain and were left out\n",
-			n - k, argv[1]);
+			n - (size_t)k, argv[1]);
 	{
-		size_t len;
-		char *pem = mem ? bio_text(mem, &len) : NULL;
 		char tmp[4200];
 		int r;
 
-		if (!pem) {
-			tool_err("cert install: out of memory");
-			goto out;
-		}
 		/* check the ordered chain with the daemon's own rules */
 		snprintf(tmp, sizeof(tmp), "%s.new", c->cloud.cert_file);
-		r = write_file_atomic(tmp, pem, len, 0644);
-		free(pem);
+		r = tool_write_certs(tmp, chain, (size_t)k);
 		if (r < 0) {
 			tool_err("cert install: cannot write %s: %s", tmp,
 				 strerror(-r));
@@ -419,10 +367,9 @@ int cmd_cert_install(struct tool *t, int argc, char **argv)
 	}
 	rc = EB_EXIT_OK;
 out:
-	BIO_free(mem);
 	hsm_close(h);
 free_certs:
-	for (int i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		X509_free(certs[i]);
 	return rc;
 }
@@ -439,7 +386,8 @@ int cmd_cert_export(struct tool *t, int argc, char **argv)
 	const char *ca_out = NULL, *p12_out = NULL, *pass_file = NULL;
 	const char *chain_file = NULL;
 	X509 *certs[MAX_CHAIN];
-	int n = 0, c, rc = EB_EXIT_FAILURE;
+	size_t n = 0;
+	int c, rc = EB_EXIT_FAILURE;
 	char pass[256] = "";
 
 	optind = 1;
@@ -470,7 +418,7 @@ int cmd_cert_export(struct tool *t, int argc, char **argv)
 			return EB_EXIT_CONFIG;
 		chain_file = t->cfg->cloud.cert_file;
 	}
-	if (load_certs(chain_file, certs, &n) < 0) {
+	if (tool_read_certs(chain_file, certs, MAX_CHAIN, &n) < 0) {
 		tool_err("cert export: %s holds no PEM certificate",
 			 chain_file);
 		return EB_EXIT_FAILURE;
@@ -479,24 +427,15 @@ int cmd_cert_export(struct tool *t, int argc, char **argv)
 		/* the CA side of the chain: what the cloud's trust store
 		 * (Cumulocity trusted certificates, ThingsBoard device
 		 * profile) takes */
-		BIO *mem = BIO_new(BIO_s_mem());
-		size_t len;
-		char *pem;
 		int r;
 
-		for (int i = 1; mem && i < n; i++)
-			PEM_write_bio_X509(mem, certs[i]);
-		pem = mem ? bio_text(mem, &len) : NULL;
-		BIO_free(mem);
-		if (!pem || n < 2) {
-			free(pem);
+		if (n < 2) {
 			tool_err("cert export: %s has no CA certificates after "
 				 "the device certificate",
 				 chain_file);
 			goto out;
 		}
-		r = write_file_atomic(ca_out, pem, len, 0644);
-		free(pem);
+		r = tool_write_certs(ca_out, certs + 1, n - 1);
 		if (r < 0) {
 			tool_err("cert export: cannot write %s: %s", ca_out,
 				 strerror(-r));
@@ -514,7 +453,7 @@ int cmd_cert_export(struct tool *t, int argc, char **argv)
 			sk_X509_free(cas);
 			goto out;
 		}
-		for (int i = 1; cas && i < n; i++)
+		for (size_t i = 1; cas && i < n; i++)
 			sk_X509_push(cas, certs[i]);
 		/* no private key: it never leaves the token */
 		p12 = PKCS12_create(pass, "edgebridge device", NULL, certs[0],
@@ -542,16 +481,17 @@ int cmd_cert_export(struct tool *t, int argc, char **argv)
 		printf("}\n");
 	} else if (!t->quiet) {
 		if (ca_out)
-			printf("%s: %d CA certificate(s)\n", ca_out, n - 1);
+			printf("%s: %zu CA certificate(s)\n", ca_out, n - 1);
 		if (p12_out)
-			printf("%s: PKCS#12 with %d certificate(s), no private "
+			printf("%s: PKCS#12 with %zu certificate(s), no "
+			       "private "
 			       "key\n",
 			       p12_out, n);
 	}
 	rc = EB_EXIT_OK;
 out:
 	OPENSSL_cleanse(pass, sizeof(pass));
-	for (int i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		X509_free(certs[i]);
 	return rc;
 }
