@@ -60,10 +60,18 @@ struct range {
 	int64_t lo, hi;
 };
 
+struct held {
+	struct store_lease l;
+	enum store_owner owner;
+};
+
 enum stmt {
 	S_INSERT,
 	S_NEXT_LIVE,
 	S_NEXT_BACK,
+	S_NEXT_REDO,
+	S_AGE_COUNT,
+	S_AGE_DEL,
 	S_DELETE_RANGE,
 	S_SENSOR_FIND,
 	S_SENSOR_ADD,
@@ -84,6 +92,13 @@ static const char *const sql[N_STMT] = {
 			"WHERE seq > ? ORDER BY seq LIMIT ?",
 	[S_NEXT_BACK] = "SELECT seq, sensor, value, time_ms FROM samples "
 			"WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
+	[S_NEXT_REDO] = "SELECT seq, sensor, value, time_ms FROM samples "
+			"WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+	[S_AGE_COUNT] = "SELECT sensor, count(*), min(time_ms), max(time_ms) "
+			"FROM samples WHERE time_ms < ? AND seq BETWEEN ? AND ? "
+			"GROUP BY sensor",
+	[S_AGE_DEL] = "DELETE FROM samples WHERE time_ms < ? AND "
+		      "seq BETWEEN ? AND ?",
 	[S_DELETE_RANGE] = "DELETE FROM samples WHERE seq BETWEEN ? AND ?",
 	[S_SENSOR_FIND] = "SELECT id FROM sensors WHERE name = ? AND "
 			  "fragment = ? AND series = ? AND unit = ?",
@@ -148,6 +163,12 @@ struct store {
 	int64_t live_start;  /* first seq of the live lane */
 	int64_t live_cursor; /* live rows <= this are leased */
 	int64_t back_cursor; /* backlog rows <= this are leased */
+	struct range *redo;  /* released rows, offered before the backlog */
+	size_t n_redo, cap_redo;
+	struct held *held; /* outstanding leases */
+	size_t n_held, cap_held;
+	uint64_t next_lease;
+	bool backlog_reserved; /* the uplink leaves backlog and redo alone */
 
 	int64_t ev_inflight[MAX_EVENTS_INFLIGHT];
 	size_t n_ev_inflight;
@@ -561,21 +582,41 @@ static int drop_range(struct store *st, int64_t lo, int64_t hi, int reason)
 	return 0;
 }
 
-/* The oldest n unleased rows: backlog lane first, then live lane. */
+/*
+ * Every row nobody holds, oldest first: the released ranges, the backlog
+ * lane beyond its cursor, the live lane beyond its cursor.  Returns how many
+ * ranges it wrote (at most max; redo ranges past that are left out).
+ */
+static size_t unleased(const struct store *st, struct range *out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < st->n_redo && n + 2 < max; i++)
+		out[n++] = st->redo[i];
+	if (st->back_cursor + 1 <= st->live_start - 1)
+		out[n++] = (struct range){ st->back_cursor + 1,
+					   st->live_start - 1 };
+	out[n++] = (struct range){ st->live_cursor + 1, INT64_MAX };
+	return n;
+}
+
+#define MAX_UNLEASED 64
+
+/* The oldest n unleased rows. */
 static int drop_oldest(struct store *st, uint64_t n, int reason)
 {
-	int64_t lanes[2][2] = {
-		{ st->back_cursor, st->live_start },
-		{ st->live_cursor, INT64_MAX },
-	};
+	struct range rs[MAX_UNLEASED];
+	size_t nr = unleased(st, rs, MAX_UNLEASED);
 
-	for (int l = 0; l < 2 && n; l++) {
+	for (size_t l = 0; l < nr && n; l++) {
 		sqlite3_stmt *s = stmt(st, S_OLDEST);
 		int64_t first = -1, last = -1;
 
-		/* first and (up to) n-th unleased row of this lane */
-		sqlite3_bind_int64(s, 1, lanes[l][0]);
-		sqlite3_bind_int64(s, 2, lanes[l][1]);
+		/* first and (up to) n-th row of this range (S_OLDEST is
+		 * exclusive at both ends) */
+		sqlite3_bind_int64(s, 1, rs[l].lo - 1);
+		sqlite3_bind_int64(s, 2, rs[l].hi == INT64_MAX ? INT64_MAX
+							       : rs[l].hi + 1);
 		sqlite3_bind_int64(s, 3, 0);
 		if (sqlite3_step(s) == SQLITE_ROW)
 			first = sqlite3_column_int64(s, 0);
@@ -584,8 +625,10 @@ static int drop_oldest(struct store *st, uint64_t n, int reason)
 			continue;
 		for (uint64_t k = n; k > 0 && last < 0; k /= 2) {
 			s = stmt(st, S_OLDEST);
-			sqlite3_bind_int64(s, 1, lanes[l][0]);
-			sqlite3_bind_int64(s, 2, lanes[l][1]);
+			sqlite3_bind_int64(s, 1, rs[l].lo - 1);
+			sqlite3_bind_int64(s, 2,
+					   rs[l].hi == INT64_MAX ? INT64_MAX
+								 : rs[l].hi + 1);
 			sqlite3_bind_int64(s, 3, (int64_t)k - 1);
 			if (sqlite3_step(s) == SQLITE_ROW) {
 				last = sqlite3_column_int64(s, 0);
@@ -625,44 +668,42 @@ static int enforce_size(struct store *st)
 
 static int enforce_age(struct store *st)
 {
+	struct range rs[MAX_UNLEASED];
+	size_t nr;
 	int64_t cutoff;
-	char q[256];
-	sqlite3_stmt *s;
-	int rc;
 
 	if (!st->o.max_age_ms || eb_now_ms() < st->age_check_at)
 		return 0;
 	st->age_check_at = eb_now_ms() + AGE_CHECK_MS;
 	cutoff = eb_realtime_ms() - (int64_t)st->o.max_age_ms;
-	/* Unleased rows only: the backlog lane beyond its cursor and the
-	 * live lane beyond its cursor. */
-	snprintf(q, sizeof(q),
-		 "SELECT sensor, count(*), min(time_ms), max(time_ms) FROM "
-		 "samples WHERE time_ms < %lld AND ((seq > %lld AND seq < "
-		 "%lld) OR seq > %lld) GROUP BY sensor",
-		 (long long)cutoff, (long long)st->back_cursor,
-		 (long long)st->live_start, (long long)st->live_cursor);
-	if (sqlite3_prepare_v2(st->db, q, -1, &s, NULL) != SQLITE_OK)
-		return -EIO;
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		struct sensor_meta *m =
-			meta_by_id(st, sqlite3_column_int64(s, 0));
-		uint64_t n = (uint64_t)sqlite3_column_int64(s, 1);
+	/* unleased rows only */
+	nr = unleased(st, rs, MAX_UNLEASED);
+	for (size_t i = 0; i < nr; i++) {
+		sqlite3_stmt *s = stmt(st, S_AGE_COUNT);
 
-		if (m)
-			count_drop(st, m, REASON_OLD, n,
-				   sqlite3_column_int64(s, 2),
-				   sqlite3_column_int64(s, 3));
-		st->stored -= n;
+		sqlite3_bind_int64(s, 1, cutoff);
+		sqlite3_bind_int64(s, 2, rs[i].lo);
+		sqlite3_bind_int64(s, 3, rs[i].hi);
+		while (sqlite3_step(s) == SQLITE_ROW) {
+			struct sensor_meta *m =
+				meta_by_id(st, sqlite3_column_int64(s, 0));
+			uint64_t n = (uint64_t)sqlite3_column_int64(s, 1);
+
+			if (m)
+				count_drop(st, m, REASON_OLD, n,
+					   sqlite3_column_int64(s, 2),
+					   sqlite3_column_int64(s, 3));
+			st->stored -= n;
+		}
+		sqlite3_reset(s);
+		s = stmt(st, S_AGE_DEL);
+		sqlite3_bind_int64(s, 1, cutoff);
+		sqlite3_bind_int64(s, 2, rs[i].lo);
+		sqlite3_bind_int64(s, 3, rs[i].hi);
+		if (sqlite3_step(s) != SQLITE_DONE)
+			return sql_errno(sqlite3_errcode(st->db));
 	}
-	sqlite3_finalize(s);
-	snprintf(q, sizeof(q),
-		 "DELETE FROM samples WHERE time_ms < %lld AND ((seq > %lld "
-		 "AND seq < %lld) OR seq > %lld)",
-		 (long long)cutoff, (long long)st->back_cursor,
-		 (long long)st->live_start, (long long)st->live_cursor);
-	rc = exec(st, q);
-	return rc;
+	return 0;
 }
 
 /* ---- flush -------------------------------------------------------------- */
@@ -820,15 +861,106 @@ void store_push(struct store *st, const struct eb_sample *s)
 
 /* ---- lanes and leases ----------------------------------------------------- */
 
+/* Adds [lo, hi] to the released ranges, kept sorted and merged. */
+static int redo_add(struct store *st, int64_t lo, int64_t hi)
+{
+	size_t i;
+
+	if (lo > hi)
+		return 0;
+	if (st->n_redo == st->cap_redo) {
+		size_t cap = st->cap_redo ? st->cap_redo * 2 : 16;
+		struct range *r = realloc(st->redo, cap * sizeof(*r));
+
+		if (!r)
+			return -ENOMEM;
+		st->redo = r;
+		st->cap_redo = cap;
+	}
+	for (i = 0; i < st->n_redo && st->redo[i].lo < lo; i++)
+		;
+	memmove(&st->redo[i + 1], &st->redo[i],
+		(st->n_redo - i) * sizeof(*st->redo));
+	st->redo[i] = (struct range){ lo, hi };
+	st->n_redo++;
+	/* merge neighbours that touch */
+	for (size_t k = 0; k + 1 < st->n_redo;) {
+		if (st->redo[k].hi + 1 >= st->redo[k + 1].lo) {
+			if (st->redo[k + 1].hi > st->redo[k].hi)
+				st->redo[k].hi = st->redo[k + 1].hi;
+			memmove(&st->redo[k + 1], &st->redo[k + 2],
+				(st->n_redo - k - 2) * sizeof(*st->redo));
+			st->n_redo--;
+		} else {
+			k++;
+		}
+	}
+	return 0;
+}
+
+static void redo_remove(struct store *st, size_t i)
+{
+	memmove(&st->redo[i], &st->redo[i + 1],
+		(st->n_redo - i - 1) * sizeof(*st->redo));
+	st->n_redo--;
+}
+
+static struct held *held_find(struct store *st, uint64_t id)
+{
+	for (size_t i = 0; i < st->n_held; i++)
+		if (st->held[i].l.id == id)
+			return &st->held[i];
+	return NULL;
+}
+
+static void held_remove(struct store *st, struct held *h)
+{
+	*h = st->held[--st->n_held];
+}
+
+static void release(struct store *st, const struct store_lease *l)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		if (redo_add(st, l->lo[i], l->hi[i]) < 0)
+			report(st, EB_LOG_ERR,
+			       "out of memory: rows %lld-%lld wait for a "
+			       "restart",
+			       (long long)l->lo[i], (long long)l->hi[i]);
+}
+
 void store_connected(struct store *st)
 {
-	/* what was taken before this moment is the backlog */
+	int64_t old_live_start = st->live_start;
+	int64_t old_live_cursor = st->live_cursor;
+
+	/* acknowledged rows are deleted first, so that the old live lane
+	 * holds only what is released below or taken by nobody */
 	store_flush(st);
+	for (size_t i = 0; i < st->n_held;) {
+		if (st->held[i].owner == STORE_UPLINK) {
+			release(st, &st->held[i].l);
+			held_remove(st, &st->held[i]);
+		} else {
+			i++;
+		}
+	}
+	/* What was taken before this moment is the backlog.  Its unleased
+	 * rows are the old backlog lane past its cursor and the old live lane
+	 * past its cursor; one cursor cannot say both when the old live lane
+	 * was used, so the former becomes a released range. */
+	if (old_live_cursor >= old_live_start) {
+		redo_add(st, st->back_cursor + 1, old_live_start - 1);
+		st->back_cursor = old_live_cursor;
+	}
 	st->live_start = st->next_seq;
 	st->live_cursor = st->next_seq - 1;
-	st->back_cursor = 0;
 	st->n_ev_inflight = 0;
 	st->events_dirty = true;
+}
+
+void store_reserve_backlog(struct store *st, bool on)
+{
+	st->backlog_reserved = on;
 }
 
 static size_t read_rows(struct store *st, sqlite3_stmt *s,
@@ -850,6 +982,40 @@ static size_t read_rows(struct store *st, sqlite3_stmt *s,
 	return n;
 }
 
+/* The released ranges, then the backlog lane; at most `runs` sources so a
+ * lease of what is returned fits in struct store_lease. */
+static size_t next_old(struct store *st, struct store_row *rows, size_t max,
+		       unsigned runs)
+{
+	size_t n = 0;
+	sqlite3_stmt *s;
+
+	for (size_t i = 0; i < st->n_redo && n < max && runs > 1;) {
+		size_t got;
+
+		s = stmt(st, S_NEXT_REDO);
+		sqlite3_bind_int64(s, 1, st->redo[i].lo);
+		sqlite3_bind_int64(s, 2, st->redo[i].hi);
+		sqlite3_bind_int64(s, 3, (int64_t)(max - n));
+		got = read_rows(st, s, rows + n, max - n);
+		if (!got) {
+			redo_remove(st, i); /* its rows were dropped */
+			continue;
+		}
+		n += got;
+		runs--;
+		i++;
+	}
+	if (n < max && runs) {
+		s = stmt(st, S_NEXT_BACK);
+		sqlite3_bind_int64(s, 1, st->back_cursor);
+		sqlite3_bind_int64(s, 2, st->live_start);
+		sqlite3_bind_int64(s, 3, (int64_t)(max - n));
+		n += read_rows(st, s, rows + n, max - n);
+	}
+	return n;
+}
+
 size_t store_next(struct store *st, struct store_row *rows, size_t max)
 {
 	sqlite3_stmt *s;
@@ -861,44 +1027,104 @@ size_t store_next(struct store *st, struct store_row *rows, size_t max)
 	sqlite3_bind_int64(s, 1, st->live_cursor);
 	sqlite3_bind_int64(s, 2, (int64_t)max);
 	n = read_rows(st, s, rows, max);
-	if (n < max) {
-		s = stmt(st, S_NEXT_BACK);
-		sqlite3_bind_int64(s, 1, st->back_cursor);
-		sqlite3_bind_int64(s, 2, st->live_start);
-		sqlite3_bind_int64(s, 3, (int64_t)(max - n));
-		n += read_rows(st, s, rows + n, max - n);
-	}
+	if (n < max && !st->backlog_reserved)
+		n += next_old(st, rows + n, max - n, STORE_LEASE_RUNS - 1);
 	return n;
+}
+
+size_t store_next_backlog(struct store *st, struct store_row *rows, size_t max)
+{
+	if (memq_pending(st->inbox))
+		store_flush(st);
+	return next_old(st, rows, max, STORE_LEASE_RUNS);
+}
+
+/* Which source a row came from: -1 live lane, -2 backlog lane, else the
+ * index of its released range. */
+static long source_of(const struct store *st, int64_t seq)
+{
+	if (seq >= st->live_start)
+		return -1;
+	for (size_t i = 0; i < st->n_redo; i++)
+		if (seq >= st->redo[i].lo && seq <= st->redo[i].hi)
+			return (long)i;
+	return -2;
+}
+
+void store_lease_as(struct store *st, enum store_owner owner,
+		    const struct store_row *rows, size_t n,
+		    struct store_lease *l)
+{
+	long src[STORE_LEASE_RUNS];
+
+	memset(l, 0, sizeof(*l));
+	l->id = ++st->next_lease;
+	for (size_t i = 0; i < n; i++) {
+		long so = source_of(st, rows[i].seq);
+
+		if (!l->n || src[l->n - 1] != so) {
+			if (l->n == STORE_LEASE_RUNS)
+				break; /* cannot happen: next_old limits */
+			src[l->n] = so;
+			l->lo[l->n] = rows[i].seq;
+			l->n++;
+		}
+		l->hi[l->n - 1] = rows[i].seq;
+	}
+	/* advance the cursors, trim the released ranges (back to front, so
+	 * the indexes stay valid) */
+	for (unsigned k = l->n; k-- > 0;) {
+		if (src[k] == -1) {
+			st->live_cursor = l->hi[k];
+		} else if (src[k] == -2) {
+			st->back_cursor = l->hi[k];
+		} else {
+			struct range *r = &st->redo[src[k]];
+
+			r->lo = l->hi[k] + 1;
+			if (r->lo > r->hi)
+				redo_remove(st, (size_t)src[k]);
+		}
+	}
+	if (!l->n)
+		return;
+	if (st->n_held == st->cap_held) {
+		size_t cap = st->cap_held ? st->cap_held * 2 : 16;
+		struct held *h = realloc(st->held, cap * sizeof(*h));
+
+		if (!h)
+			return; /* not released on reconnect: re-sent at
+				 * the next start */
+		st->held = h;
+		st->cap_held = cap;
+	}
+	st->held[st->n_held].l = *l;
+	st->held[st->n_held].owner = owner;
+	st->n_held++;
 }
 
 void store_lease(struct store *st, const struct store_row *rows, size_t n,
 		 struct store_lease *l)
 {
-	l->n = 0;
-	for (size_t i = 0; i < n; i++) {
-		bool live = rows[i].seq >= st->live_start;
-		unsigned k;
+	store_lease_as(st, STORE_UPLINK, rows, n, l);
+}
 
-		for (k = 0; k < l->n; k++)
-			if ((l->lo[k] >= st->live_start) == live)
-				break;
-		if (k == l->n) {
-			if (l->n == 2)
-				continue; /* cannot happen: two lanes */
-			l->lo[k] = l->hi[k] = rows[i].seq;
-			l->n++;
-		}
-		if (rows[i].seq > l->hi[k])
-			l->hi[k] = rows[i].seq;
-		if (live)
-			st->live_cursor = rows[i].seq;
-		else
-			st->back_cursor = rows[i].seq;
-	}
+void store_release(struct store *st, const struct store_lease *l)
+{
+	struct held *h = held_find(st, l->id);
+
+	if (!h)
+		return; /* released already (a reconnect) */
+	release(st, &h->l);
+	held_remove(st, h);
 }
 
 void store_ack(struct store *st, const struct store_lease *l)
 {
+	struct held *h = held_find(st, l->id);
+
+	if (h)
+		held_remove(st, h);
 	for (unsigned i = 0; i < l->n; i++) {
 		if (st->n_acks == st->cap_acks) {
 			size_t cap = st->cap_acks ? st->cap_acks * 2 : 64;
@@ -913,6 +1139,17 @@ void store_ack(struct store *st, const struct store_lease *l)
 		st->acks[st->n_acks].hi = l->hi[i];
 		st->n_acks++;
 	}
+}
+
+uint64_t store_backlog(const struct store *st)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < st->n_redo; i++)
+		n += (uint64_t)(st->redo[i].hi - st->redo[i].lo + 1);
+	if (st->live_start - 1 > st->back_cursor)
+		n += (uint64_t)(st->live_start - 1 - st->back_cursor);
+	return n < st->stored ? n : st->stored;
 }
 
 void store_quarantine(struct store *st, const struct store_row *row)
@@ -1096,6 +1333,8 @@ struct store *store_close(struct store *st)
 		sensor_meta_unref(st->drops[i].meta);
 	free(st->drops);
 	free(st->acks);
+	free(st->redo);
+	free(st->held);
 	free(st->path);
 	free(st);
 	return NULL;

@@ -48,11 +48,17 @@ struct store_row {
 	struct eb_sample s; /* s.meta is owned by the store */
 };
 
-/* What one publish carried: at most one run per lane. */
+/* What one publish (or bulk post) carried: runs of consecutive rows, one
+ * per source (live lane, released ranges, backlog lane). */
+#define STORE_LEASE_RUNS 4
 struct store_lease {
-	int64_t lo[2], hi[2];
+	uint64_t id;
+	int64_t lo[STORE_LEASE_RUNS], hi[STORE_LEASE_RUNS];
 	unsigned n;
 };
+
+/* Who holds a lease: a reconnect of the uplink releases only its own. */
+enum store_owner { STORE_UPLINK, STORE_BULK };
 
 struct store_event {
 	int64_t id;
@@ -85,14 +91,32 @@ int store_flush(struct store *st);
 /* True when the inbox should be flushed before sleeping. */
 bool store_dirty(const struct store *st);
 
-/* A connection came up: a new live lane, every lease released. */
+/* A connection came up: a new live lane; the uplink's leases are released
+ * (the bulk drainer's are not: its requests do not ride on that
+ * connection). */
 void store_connected(struct store *st);
-/* The next rows to send, live lane first; not leased yet. */
+/* The next rows to send, live lane first, then released rows, then the
+ * backlog (unless reserved for the bulk drainer); not leased yet. */
 size_t store_next(struct store *st, struct store_row *rows, size_t max);
-/* Leases rows[0..n) of what store_next() just returned. */
+/* The oldest rows nobody holds that are not in the live lane: what a bulk
+ * drain takes.  Not leased yet. */
+size_t store_next_backlog(struct store *st, struct store_row *rows,
+			  size_t max);
+/* While on, store_next() offers the live lane only. */
+void store_reserve_backlog(struct store *st, bool on);
+/* About how many rows wait outside the live lane (an upper bound). */
+uint64_t store_backlog(const struct store *st);
+/* Leases rows[0..n) of what store_next*() just returned, for the uplink
+ * (store_lease) or another owner. */
 void store_lease(struct store *st, const struct store_row *rows, size_t n,
 		 struct store_lease *l);
+void store_lease_as(struct store *st, enum store_owner owner,
+		    const struct store_row *rows, size_t n,
+		    struct store_lease *l);
+/* Delivered: the rows are deleted at the next flush. */
 void store_ack(struct store *st, const struct store_lease *l);
+/* Not delivered: the rows are offered again, before the backlog. */
+void store_release(struct store *st, const struct store_lease *l);
 /* A row that can never be sent: keep it aside, counted. */
 void store_quarantine(struct store *st, const struct store_row *row);
 

@@ -159,6 +159,73 @@ static void test_live_lane_first_and_release(void **state)
 	assert_true(rows[7].s.value == 102);
 }
 
+/* The bulk drainer and the uplink share the backlog without ever holding
+ * the same row; a reconnect releases the uplink's leases only, and a failed
+ * bulk post puts its rows back first in line. */
+static void test_bulk_and_uplink_never_share_a_row(void **state)
+{
+	struct fx *f = *state;
+	struct store_row rows[64];
+	struct store_lease up, b1, b2;
+	int seen[40] = { 0 };
+	size_t n;
+
+	open_store(f);
+	for (int i = 0; i < 30; i++) /* backlog: values 0..29 */
+		push(f, f->a, i, 1000 + i);
+	store_connected(f->st);
+	assert_int_equal(store_backlog(f->st), 30);
+
+	/* the uplink took 5 backlog rows before the drain began */
+	n = take(f, rows, 5, &up);
+	assert_int_equal(n, 5);
+	store_reserve_backlog(f->st, true);
+	for (int i = 0; i < 3; i++) /* live rows keep flowing */
+		push(f, f->b, 100 + i, 5000 + i);
+	n = store_next(f->st, rows, 64);
+	assert_int_equal(n, 3); /* live only while reserved */
+	assert_true(rows[0].s.value == 100);
+
+	n = store_next_backlog(f->st, rows, 10);
+	assert_int_equal(n, 10);
+	assert_true(rows[0].s.value == 5); /* past the uplink's lease */
+	store_lease_as(f->st, STORE_BULK, rows, n, &b1);
+	n = store_next_backlog(f->st, rows, 10);
+	assert_true(rows[0].s.value == 15);
+	store_lease_as(f->st, STORE_BULK, rows, n, &b2);
+
+	/* the uplink reconnects: its 5 rows come back, the bulk leases stay */
+	store_connected(f->st);
+	store_release(f->st, &b1); /* b1 failed: first in line again */
+	n = store_next_backlog(f->st, rows, 64);
+	for (size_t i = 0; i < n; i++) {
+		int v = (int)rows[i].s.value;
+
+		assert_true(v < 15 || v >= 25 || v >= 100); /* b2 is held */
+		if (v < 40)
+			seen[v]++;
+	}
+	/* 0-4 (uplink, released), 5-14 (b1, released), 25-29 (backlog) and
+	 * the three former live rows */
+	assert_int_equal(n, 5 + 10 + 5 + 3);
+	for (int v = 0; v < 15; v++)
+		assert_int_equal(seen[v], 1);
+	for (int v = 15; v < 25; v++)
+		assert_int_equal(seen[v], 0);
+	assert_true(rows[0].s.value == 0);
+	assert_true(rows[5].s.value == 5);
+	store_lease_as(f->st, STORE_BULK, rows, 0, &b1);
+
+	/* acknowledged bulk rows are gone after the flush */
+	store_ack(f->st, &b2);
+	store_flush(f->st);
+	store_reserve_backlog(f->st, false);
+	n = store_next(f->st, rows, 64);
+	assert_int_equal(n, 23);
+	for (size_t i = 0; i < n; i++)
+		assert_true(rows[i].s.value < 15 || rows[i].s.value >= 25);
+}
+
 static void test_drop_oldest_counts_and_reports(void **state)
 {
 	struct fx *f = *state;
@@ -324,6 +391,9 @@ int main(void)
 			test_lease_ack_order_and_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_live_lane_first_and_release, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_bulk_and_uplink_never_share_a_row, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_drop_oldest_counts_and_reports, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drop_newest, setup,
