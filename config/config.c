@@ -275,6 +275,8 @@ struct loader {
 	unsigned line;	  /* current line */
 	bool at_line_start;
 	FILE *fp;
+	/* a drop-in read from another file (a candidate being checked) */
+	const char *subst_name, *subst_file;
 };
 
 static void note_header(struct loader *l, const char *line)
@@ -472,6 +474,8 @@ static void parse_dropins(struct loader *l, const char *main_path)
 		if (de->d_name[0] == '.' || len < 6 ||
 		    strcmp(de->d_name + len - 5, ".conf"))
 			continue;
+		if (l->subst_name && streq(de->d_name, l->subst_name))
+			continue; /* replaced by the candidate below */
 		if (n == MAX_DROPINS) {
 			struct eb_loc loc = { dir, 0 };
 
@@ -484,9 +488,17 @@ static void parse_dropins(struct loader *l, const char *main_path)
 			n++;
 	}
 	closedir(d);
+	if (l->subst_name && n < MAX_DROPINS &&
+	    asprintf(&names[n], "%s/%s", dir, l->subst_name) >= 0)
+		n++;
 	qsort(names, n, sizeof(names[0]), cmp_str);
 	for (size_t i = 0; i < n; i++) {
-		parse_file(l, names[i], false);
+		const char *base = strrchr(names[i], '/') + 1;
+
+		if (l->subst_name && streq(base, l->subst_name))
+			parse_file(l, l->subst_file, false);
+		else
+			parse_file(l, names[i], false);
 		free(names[i]);
 	}
 }
@@ -502,6 +514,7 @@ enum kind {
 	K_SIZE,
 	K_LOGLEVEL,
 	K_CHOICE, /* index into choices, stored as int */
+	K_BOOL,
 };
 
 struct key_def {
@@ -558,6 +571,27 @@ static const struct key_def keys[] = {
 	KEY("cloud", "shutdown_timeout", K_DURATION, cloud.shutdown_timeout_ms,
 	    false, 0, 600000),
 	KEY("cloud", "cert_warn", K_DURATION, cloud.cert_warn_ms, false, 0, 0),
+	KEY("cloud", "bulk", K_BOOL, cloud.bulk, false, 0, 0),
+	KEY("cloud", "http_url", K_STRING, cloud.http_url, false, 0, 0),
+	KEY("cloud", "http_ca_file", K_PATH, cloud.http_ca_file, false, 0, 0),
+	KEY("cloud", "http_mtls", K_BOOL, cloud.http_mtls, false, 0, 0),
+	KEY("cloud", "http_timeout", K_DURATION, cloud.http_timeout_ms, false,
+	    1000, 0),
+	KEY("cloud", "bulk_threshold", K_UINT, cloud.bulk_threshold, false, 1,
+	    0),
+	KEY("cloud", "bulk_batch", K_UINT, cloud.bulk_batch, false, 1, 10000),
+	KEY("cloud", "bulk_max_body", K_SIZE, cloud.bulk_max_body, false, 4096,
+	    64ULL << 20),
+	KEY("cloud", "bulk_parallel", K_UINT, cloud.bulk_parallel, false, 1,
+	    16),
+	KEY("cloud", "token_timeout", K_DURATION, cloud.token_timeout_ms, false,
+	    1000, 0),
+	KEY("cloud", "token_fallback", K_BOOL, cloud.token_fallback, false, 0,
+	    0),
+	KEY("cloud", "token_url", K_STRING, cloud.token_url, false, 0, 0),
+	KEY("cloud", "restart_command", K_STRING, cloud.restart_command, false,
+	    0, 0),
+	KEY("cloud", "relay", K_STRING, cloud.relay, false, 0, 0),
 	KEY("store", "max_size", K_SIZE, store.max_size, false, 65536, 0),
 	KEY("store", "max_age", K_DURATION, store.max_age_ms, false, 0, 0),
 	KEYC("store", "overflow", store.overflow, overflow_choices),
@@ -622,6 +656,13 @@ static void convert(struct eb_config *c, const struct key_def *k,
 			  k->key, r->value, names);
 		return;
 	}
+	case K_BOOL:
+		if (config_parse_bool(r->value, field) < 0)
+			diags_add(d, loc,
+				  "%s.%s: '%s' is not a boolean "
+				  "(yes, no, true, false, on, off, 1, 0)",
+				  k->section, k->key, r->value);
+		return;
 	case K_LOGLEVEL:
 		if (config_parse_log_level(r->value, field) < 0)
 			diags_add(d, loc,
@@ -683,6 +724,12 @@ static void convert(struct eb_config *c, const struct key_def *k,
 		c->cloud.required_interval_min = (unsigned)(v / 60000);
 	else if (k->offset == OFF(cloud.max_inflight))
 		c->cloud.max_inflight = (unsigned)v;
+	else if (k->offset == OFF(cloud.bulk_threshold))
+		c->cloud.bulk_threshold = (unsigned)v;
+	else if (k->offset == OFF(cloud.bulk_batch))
+		c->cloud.bulk_batch = (unsigned)v;
+	else if (k->offset == OFF(cloud.bulk_parallel))
+		c->cloud.bulk_parallel = (unsigned)v;
 	else if (k->offset == OFF(store.ram_samples))
 		c->store.ram_samples = (size_t)v;
 	else
@@ -816,6 +863,11 @@ static struct eb_loc loc_of(const struct loader *l, const char *section,
 	return loc;
 }
 
+static bool same_path(const char *a, const char *b)
+{
+	return a && b && streq(a, b);
+}
+
 static void check_semantics(struct loader *l, const char *main_file)
 {
 	struct eb_config *c = l->cfg;
@@ -910,7 +962,38 @@ static void check_semantics(struct loader *l, const char *main_file)
 		loc = loc_of(l, "cloud", "backoff_max", main_file);
 		diags_add(d, &loc, "cloud.backoff_max is below backoff_min");
 	}
+	/* the JWT travels in these requests: TLS only */
+	if (c->cloud.http_url && strncmp(c->cloud.http_url, "https://", 8)) {
+		loc = loc_of(l, "cloud", "http_url", main_file);
+		diags_add(d, &loc, "cloud.http_url: '%s' must start with https://",
+			  c->cloud.http_url);
+	}
+	if (c->cloud.token_url && strncmp(c->cloud.token_url, "https://", 8)) {
+		loc = loc_of(l, "cloud", "token_url", main_file);
+		diags_add(d, &loc,
+			  "cloud.token_url: '%s' must start with https://",
+			  c->cloud.token_url);
+	}
+	if (c->cloud.http_ca_file &&
+	    !same_path(c->cloud.http_ca_file, c->cloud.ca_file)) {
+		loc = loc_of(l, "cloud", "http_ca_file", main_file);
+		is_readable_file(c->cloud.http_ca_file, d, &loc,
+				 "cloud.http_ca_file");
+	}
+	if (c->cloud.relay) {
+		bool found = false;
+
+		for (size_t i = 0; i < c->n_sensor; i++)
+			found |= streq(c->sensor[i].name, c->cloud.relay);
+		if (!found) {
+			loc = loc_of(l, "cloud", "relay", main_file);
+			diags_add(d, &loc,
+				  "cloud.relay: no [sensor.%s] is configured",
+				  c->cloud.relay);
+		}
+	}
 }
+
 
 static void set_defaults(struct eb_config *c)
 {
@@ -922,6 +1005,13 @@ static void set_defaults(struct eb_config *c)
 	c->cloud.max_inflight = 10;
 	c->cloud.shutdown_timeout_ms = 3000;
 	c->cloud.cert_warn_ms = 30ULL * 86400000;
+	c->cloud.bulk = true;
+	c->cloud.http_timeout_ms = 60000;
+	c->cloud.bulk_threshold = 1000;
+	c->cloud.bulk_batch = 500;
+	c->cloud.bulk_max_body = 1ULL << 20;
+	c->cloud.bulk_parallel = 2;
+	c->cloud.token_timeout_ms = 30000;
 	c->store.max_size = 64ULL << 20;
 	c->store.ram_samples = 10000;
 }
@@ -936,6 +1026,16 @@ static int fill_string_defaults(struct eb_config *c)
 		c->gateway.state_dir = strdup("/var/lib/edgebridge");
 	if (!c->cloud.profile)
 		c->cloud.profile = strdup("cumulocity");
+	if (!c->cloud.http_url && c->cloud.host &&
+	    asprintf(&c->cloud.http_url, "https://%s", c->cloud.host) < 0)
+		c->cloud.http_url = NULL;
+	if (!c->cloud.http_ca_file && c->cloud.ca_file)
+		c->cloud.http_ca_file = strdup(c->cloud.ca_file);
+	if (!c->cloud.token_url && c->cloud.host &&
+	    asprintf(&c->cloud.token_url,
+		     "https://%s:8443/devicecontrol/deviceAccessToken",
+		     c->cloud.host) < 0)
+		c->cloud.token_url = NULL;
 	return c->gateway.type && c->gateway.state_dir && c->cloud.profile
 		       ? 0
 		       : -ENOMEM;
@@ -951,7 +1051,15 @@ static void free_headers(struct loader *l)
 struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 			      struct eb_diags *diags)
 {
-	struct loader l = { 0 };
+	return config_load_with(path, NULL, NULL, check, diags);
+}
+
+struct eb_config *config_load_with(const char *path, const char *dropin,
+				   const char *file,
+				   config_sensor_check_fn check,
+				   struct eb_diags *diags)
+{
+	struct loader l = { .subst_name = dropin, .subst_file = file };
 	struct eb_config *c;
 	size_t before = diags->n;
 	const char *main_file;
@@ -1066,6 +1174,11 @@ struct eb_config *config_free(struct eb_config *c)
 	free(c->cloud.host);
 	free(c->cloud.ca_file);
 	free(c->cloud.cert_file);
+	free(c->cloud.http_url);
+	free(c->cloud.http_ca_file);
+	free(c->cloud.token_url);
+	free(c->cloud.restart_command);
+	free(c->cloud.relay);
 	for (size_t i = 0; i < c->n_sensor; i++) {
 		struct eb_sensor_conf *s = &c->sensor[i];
 

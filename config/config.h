@@ -87,6 +87,24 @@ struct eb_config {
 		unsigned max_inflight;
 		uint64_t shutdown_timeout_ms;
 		uint64_t cert_warn_ms; /* warn when the leaf expires within */
+
+		/* HTTPS: bulk drain of the backlog with a JWT from s/uat */
+		bool bulk;		 /* drain big backlogs over HTTPS */
+		char *http_url;		 /* https://host[:port], default host */
+		char *http_ca_file;	 /* default ca_file */
+		bool http_mtls;		 /* client certificate from the token */
+		uint64_t http_timeout_ms;
+		unsigned bulk_threshold; /* backlog rows that start a drain */
+		unsigned bulk_batch;	 /* measurements per post */
+		uint64_t bulk_max_body;	 /* bytes per post */
+		unsigned bulk_parallel;	 /* posts in flight */
+		uint64_t token_timeout_ms; /* s/uat answer wait */
+		bool token_fallback;	   /* mTLS deviceAccessToken */
+		char *token_url;
+
+		/* operations */
+		char *restart_command; /* none: exit, systemd restarts us */
+		char *relay;	       /* sensor whose driver drives the relay */
 	} cloud;
 	struct {
 		uint64_t max_size;   /* cap of the queue database */
@@ -114,6 +132,14 @@ typedef void (*config_sensor_check_fn)(struct eb_sensor_conf *s,
 
 struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 			      struct eb_diags *diags);
+/*
+ * The same, with the drop-in conf.d/<dropin> read from `file` instead (a
+ * candidate that is checked before it replaces the real one).
+ */
+struct eb_config *config_load_with(const char *path, const char *dropin,
+				   const char *file,
+				   config_sensor_check_fn check,
+				   struct eb_diags *diags);
 struct eb_config *config_free(struct eb_config *c);
 
 /* Option lookup for drivers; marks it used.  NULL when absent. */
