@@ -72,6 +72,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import throughput as tp  # noqa: E402  (QuietBroker, stats parsing, raw_pub, /proc)
 from harness import Env, Observer, daemon_binary, expect  # noqa: E402
+from harness.backlog import make_backlog, sensor_names  # noqa: E402
 from harness.accounting import counter_sensors  # noqa: E402
 
 BUILD = REPO / "build" / "bench"
@@ -79,9 +80,7 @@ RAW_PUB = tp.RAW_PUB
 BARE_TLS = Path(os.environ.get("BARE_TLS") or BUILD / "bare_tls")
 STORE_GROWTH = Path(os.environ.get("STORE_GROWTH") or BUILD / "store_growth")
 
-BACKLOG_BASE = 100_000_000     # backlog row k has the value BASE + k
-FRAGMENT = "c8y_Counter"       # harness.accounting's counter sensors
-UNIT = "n"
+from harness.backlog import BACKLOG_BASE, FRAGMENT, UNIT  # noqa: E402,F401
 GROWTH_SIZES = (10_000, 100_000, 1_000_000)
 GROWTH_MIN_ROWS = 300_000      # small sizes are repeated (median) up to this many rows
 POLL = 0.2                     # seconds between samples of /proc and stats
@@ -238,50 +237,6 @@ def smaps_diff(daemon: Dict[str, int], bare: Dict[str, int]) -> List[Tuple[str, 
     keys = set(daemon) | set(bare)
     diff = [(k, daemon.get(k, 0) - bare.get(k, 0)) for k in keys]
     return sorted((x for x in diff if x[1]), key=lambda x: -abs(x[1]))
-
-def daemon_schema() -> str:
-    """The CREATE TABLE statements of store/store.c, as the daemon runs them."""
-    src = (REPO / "store" / "store.c").read_text()
-    m = re.search(r'static const char schema\[\]\s*=\s*((?:\s*"(?:[^"\\]|\\.)*")+)\s*;', src)
-    if not m:
-        raise BenchFailure("cannot find `static const char schema[]` in store/store.c")
-    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1)))
-
-
-def sensor_names(n: int) -> List[str]:
-    return [f"s{j:02d}" for j in range(n)]
-
-
-def make_backlog(db: Path, n: int, names: List[str]) -> float:
-    """queue.db with n rows: row k (seq k+1) belongs to sensor k % len(names)
-    and has the value BASE + k; taken 1 ms apart, the last one now."""
-    t0 = time.monotonic()
-    for sfx in ("", "-wal", "-shm"):
-        Path(f"{db}{sfx}").unlink(missing_ok=True)
-    con = sqlite3.connect(str(db))
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=OFF")
-        con.executescript(daemon_schema())
-        con.executemany("INSERT INTO sensors(id, name, fragment, series, unit) "
-                        "VALUES(?, ?, ?, ?, ?)",
-                        [(j + 1, s, FRAGMENT, s, UNIT) for j, s in enumerate(names)])
-        now_ms = int(time.time() * 1000)
-        # inside SQLite: ~10x faster than executemany
-        con.execute("WITH RECURSIVE c(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM c "
-                    "WHERE k + 1 < ?) INSERT INTO samples(seq, sensor, value, time_ms) "
-                    "SELECT k + 1, k % ? + 1, CAST(? + k AS REAL), ? - ? + k FROM c",
-                    (n, len(names), BACKLOG_BASE, now_ms, n))
-        con.commit()
-        got = con.execute("SELECT count(*), max(seq) FROM samples").fetchone()
-        seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        con.close()
-    if got != (n, n) or not seq or seq[0] != n:
-        raise BenchFailure(f"generated queue.db is wrong: {got}, sqlite_sequence {seq}")
-    return time.monotonic() - t0
-
 
 class MemoryResult:
     def __init__(self):

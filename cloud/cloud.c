@@ -31,8 +31,23 @@ struct batch {
 	struct store_lease lease;
 };
 
+struct side_pub {
+	int mid;
+	void (*done)(void *ud, bool ok);
+	void *ud;
+};
+
+#define MAX_SIDE 32
+
 struct cloud {
 	struct loop *loop;
+	struct {
+		const struct cloud_ext *ops;
+		void *ud;
+	} ext[CLOUD_MAX_EXT];
+	unsigned n_ext;
+	struct side_pub side[MAX_SIDE];
+	unsigned n_side;
 	struct store *st;
 	const struct cloud_profile *profile;
 	struct mqtt *mqtt;
@@ -70,6 +85,9 @@ static void on_connected(void *ud)
 				  "cannot publish the device bootstrap: %s",
 				  strerror(-r));
 	}
+	for (unsigned i = 0; i < c->n_ext; i++)
+		if (c->ext[i].ops->connected)
+			c->ext[i].ops->connected(c->ext[i].ud);
 	pump(c);
 }
 
@@ -79,12 +97,47 @@ static void on_disconnected(void *ud)
 
 	c->st_.connected = false;
 	c->win_n = 0; /* offered again after the next connect */
+	while (c->n_side) {
+		struct side_pub p = c->side[--c->n_side];
+
+		if (p.done)
+			p.done(p.ud, false);
+	}
+	for (unsigned i = 0; i < c->n_ext; i++)
+		if (c->ext[i].ops->disconnected)
+			c->ext[i].ops->disconnected(c->ext[i].ud);
+}
+
+static void on_message(void *ud, const char *topic, const void *payload,
+		       size_t len)
+{
+	struct cloud *c = ud;
+	char *copy = malloc(len + 1);
+
+	if (!copy)
+		return;
+	memcpy(copy, payload, len);
+	copy[len] = '\0';
+	for (unsigned i = 0; i < c->n_ext; i++)
+		if (c->ext[i].ops->message)
+			c->ext[i].ops->message(c->ext[i].ud, topic, copy, len);
+	free(copy);
 }
 
 static void on_published(void *ud, int mid)
 {
 	struct cloud *c = ud;
 
+	for (unsigned i = 0; i < c->n_side; i++) {
+		struct side_pub p = c->side[i];
+
+		if (p.mid != mid)
+			continue;
+		c->side[i] = c->side[--c->n_side];
+		if (p.done)
+			p.done(p.ud, true);
+		return;
+	}
 	for (unsigned i = 0; i < c->win_n; i++) {
 		struct batch b = c->win[i];
 
@@ -108,6 +161,7 @@ static const struct mqtt_handler handler = {
 	.connected = on_connected,
 	.disconnected = on_disconnected,
 	.published = on_published,
+	.message = on_message,
 };
 
 static bool publish(struct cloud *c, const char *payload, size_t len, int *mid)
@@ -222,12 +276,14 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 		.client_id = cfg->gateway.id,
 		.keepalive_s = (unsigned)(cfg->cloud.keepalive_ms / 1000),
 		/* our window, the bootstrap and the events */
-		.max_inflight = cfg->cloud.max_inflight + MAX_EVENTS + 1,
+		.max_inflight =
+			cfg->cloud.max_inflight + MAX_EVENTS + MAX_SIDE + 1,
 		.backoff_min_ms = cfg->cloud.backoff_min_ms,
 		.backoff_max_ms = cfg->cloud.backoff_max_ms,
 		.tls = tls,
 		.report = report,
 	};
+	const struct cloud_profile *p = profile_find(cfg->cloud.profile);
 	struct cloud *c = calloc(1, sizeof(*c));
 	int n;
 
@@ -239,7 +295,11 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 	c->st = st;
 	c->report = report;
 	c->want_rows = 64;
-	c->profile = profile_find(cfg->cloud.profile);
+	c->profile = p;
+	if (p && p->will_payload) {
+		o.will_topic = p->uplink_topic;
+		o.will_payload = p->will_payload;
+	}
 	if (!c->profile) {
 		eb_errf(err, -EINVAL, "unknown cloud profile '%s'",
 			cfg->cloud.profile);
@@ -309,4 +369,43 @@ void cloud_get_stats(const struct cloud *c, struct cloud_stats *out)
 {
 	*out = c->st_;
 	out->inflight = c->win_n;
+}
+
+int cloud_add_ext(struct cloud *c, const struct cloud_ext *ext, void *ud)
+{
+	if (c->n_ext == CLOUD_MAX_EXT)
+		return -ENOSPC;
+	c->ext[c->n_ext].ops = ext;
+	c->ext[c->n_ext].ud = ud;
+	c->n_ext++;
+	return 0;
+}
+
+bool cloud_connected(const struct cloud *c)
+{
+	return mqtt_connected(c->mqtt);
+}
+
+int cloud_subscribe(struct cloud *c, const char *topic)
+{
+	return mqtt_subscribe(c->mqtt, topic, 1);
+}
+
+int cloud_publish(struct cloud *c, const char *topic, const char *payload,
+		  size_t len, void (*done)(void *ud, bool ok), void *ud)
+{
+	int mid = 0, r;
+
+	if (c->n_side == MAX_SIDE)
+		return -EAGAIN;
+	r = mqtt_publish(c->mqtt, topic, payload, len, 1, &mid);
+	if (r < 0)
+		return r;
+	c->side[c->n_side++] = (struct side_pub){ mid, done, ud };
+	return 0;
+}
+
+const char *cloud_uplink_topic(const struct cloud *c)
+{
+	return c->profile->uplink_topic;
 }

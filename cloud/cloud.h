@@ -47,4 +47,32 @@ bool cloud_idle(const struct cloud *c);
 void cloud_stop(struct cloud *c);
 void cloud_get_stats(const struct cloud *c, struct cloud_stats *st);
 
+/*
+ * Companions of the uplink (a platform's token fetcher, its operation
+ * handler): told about the connection and given the messages on the topics
+ * they subscribed to.  At most CLOUD_MAX_EXT.
+ */
+#define CLOUD_MAX_EXT 4
+struct cloud_ext {
+	void (*connected)(void *ud);
+	void (*disconnected)(void *ud);
+	/* payload is NUL-terminated (len excludes the NUL) */
+	void (*message)(void *ud, const char *topic, const char *payload,
+			size_t len);
+};
+int cloud_add_ext(struct cloud *c, const struct cloud_ext *ext, void *ud);
+
+bool cloud_connected(const struct cloud *c);
+/* QoS 1 subscription, for this connection (call it from connected()). */
+int cloud_subscribe(struct cloud *c, const char *topic);
+/*
+ * A QoS 1 publish outside the sample window.  done(ud, true) after the
+ * PUBACK; done(ud, false) when the connection went first (then it may or
+ * may not have arrived).  0 or -errno (-ENOTCONN: not sent, no callback).
+ */
+int cloud_publish(struct cloud *c, const char *topic, const char *payload,
+		  size_t len, void (*done)(void *ud, bool ok), void *ud);
+/* The profile's uplink topic (where s/us lines go). */
+const char *cloud_uplink_topic(const struct cloud *c);
+
 #endif

@@ -63,7 +63,7 @@ int c8y_format_time(int64_t time_ms, char *buf, size_t len)
  * those are written with integer arithmetic as that decimal, which is the
  * same number "%.15g" prints, never in exponent notation.
  */
-static int format_value(double v, char *buf, size_t len)
+int c8y_format_value(double v, char *buf, size_t len)
 {
 	int n;
 
@@ -169,7 +169,7 @@ static int c8y_format(const struct eb_sample *s, char *buf, size_t len)
 
 	if (!isfinite(s->value))
 		return -EDOM;
-	format_value(s->value, num, sizeof(num));
+	c8y_format_value(s->value, num, sizeof(num));
 	r = c8y_format_time(s->time_ms, when, sizeof(when));
 	if (r < 0)
 		return r;
@@ -267,6 +267,9 @@ const struct cloud_profile profile_cumulocity = {
 	.name = "cumulocity",
 	.uplink_topic = "s/us",
 	.max_payload = C8Y_MAX_PAYLOAD,
+	/* Cumulocity's own example of a last will (static template 400) */
+	.will_payload = "400,c8y_ConnectionEvent,\"Device connection was "
+			"lost.\"",
 	.batch_open = "",
 	.batch_sep = "\n",
 	.batch_close = "",

@@ -36,6 +36,9 @@ struct mqtt_opts {
 	uint64_t backoff_min_ms;
 	uint64_t backoff_max_ms;
 	SSL_CTX *tls; /* referenced, not owned */
+	/* last will, published by the broker when we vanish (NULL: none) */
+	const char *will_topic;
+	const char *will_payload;
 	eb_report_fn report;
 };
 

@@ -18,6 +18,8 @@ struct cloud_profile {
 	const char *name;
 	const char *uplink_topic; /* where samples are published */
 	size_t max_payload;	  /* platform's publish limit in bytes */
+	/* the last will: what the broker says when we vanish (NULL: none) */
+	const char *will_payload;
 	/* A batch is open + rec (sep rec)* + close. */
 	const char *batch_open, *batch_sep, *batch_close;
 	/* The message published on every connect, or 0 bytes for none.
@@ -52,5 +54,7 @@ extern const struct cloud_profile profile_cumulocity;
 /* Cumulocity helpers, exported for the unit tests. */
 int c8y_format_time(int64_t time_ms, char *buf, size_t len);
 int c8y_field(const char *value, char *buf, size_t len);
+/* A finite value as SmartREST and the REST API get it ("%.15g"). */
+int c8y_format_value(double v, char *buf, size_t len);
 
 #endif
