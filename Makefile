@@ -15,7 +15,7 @@ SYSCONFDIR ?= /etc
 DESTDIR   ?=
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libmosquitto openssl inih sqlite3
+PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 \
@@ -33,13 +33,15 @@ LIB_SRC := common/util.c common/sample.c \
 	   hsm/hsm.c hsm/certcheck.c hsm/p11.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c \
 	   store/memq.c store/store.c \
-	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c
+	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
+	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \
+	   cloud/c8y_ops.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c
 TOOL_SRC   := $(sort $(wildcard tools/*.c))
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers \
-	      test_pack test_store test_certcheck
+	      test_pack test_store test_certcheck test_c8y
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)
@@ -54,6 +56,9 @@ B  := build
 BA := build-asan
 
 all: $(B)/edgebridged $(B)/edgebridge
+
+# The test clouds (emulators enforcing what the platforms enforce).
+include tests/cloud/cloud.mk
 
 define objs
 $(patsubst %.c,$(1)/obj/%.o,$(2))
@@ -110,7 +115,7 @@ deps:
 unit: $(addprefix $(BA)/tests/,$(UNIT_TESTS))
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
 
-integration: $(BA)/edgebridged $(BA)/edgebridge
+integration: $(BA)/edgebridged $(BA)/edgebridge $(TEST_CLOUD)
 	ASAN_OPTIONS=detect_leaks=0 EDGEBRIDGE=$(CURDIR)/$(BA)/edgebridge \
 	EDGEBRIDGED=$(CURDIR)/$(BA)/edgebridged $(PYTHON) -m pytest -q \
 		tests/integration

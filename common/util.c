@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -55,4 +57,16 @@ int eb_mkdir_p(const char *path, unsigned parent_mode, unsigned mode)
 	if (mkdir(buf, (mode_t)mode) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+int eb_fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
 }

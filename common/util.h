@@ -88,12 +88,17 @@ int eb_format_utc(int64_t time_ms, char *buf, size_t len);
  * Existing directories are left as they are.  0 or -errno. */
 int eb_mkdir_p(const char *path, unsigned parent_mode, unsigned mode);
 
+/* fsync() of a directory, so a rename() into it survives a power cut.
+ * 0 or -errno. */
+int eb_fsync_dir(const char *path);
+
 /* Exit codes (sysexits.h values, so systemd units can name them). */
 enum {
 	EB_EXIT_OK = 0,
 	EB_EXIT_FAILURE = 1,
 	EB_EXIT_USAGE = 2,
 	EB_EXIT_UNAVAILABLE = 69, /* token or module missing */
+	EB_EXIT_RESTART = 75,	  /* asked to restart (c8y_Restart) */
 	EB_EXIT_NOPERM = 77,	  /* wrong or locked PIN: never retried */
 	EB_EXIT_CONFIG = 78,	  /* config, certificate or identity invalid */
 };

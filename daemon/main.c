@@ -18,10 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../cloud/c8y.h"
 #include "../cloud/cloud.h"
+#include "../cloud/https.h"
 #include "../common/util.h"
 #include "../drivers/driver.h"
 #include "../hsm/certcheck.h"
@@ -46,6 +49,11 @@ struct daemon {
 	SSL_CTX *tls;
 	struct store *st;
 	struct cloud *cloud;
+	struct https *https;	  /* REST calls with the JWT */
+	struct https *https_mtls; /* the token fallback (client cert) */
+	struct c8y_token *token;
+	struct c8y_bulk *bulk;
+	struct c8y_ops *ops;
 	struct sensors *sensors;
 	struct loop_timer *watchdog;
 	struct loop_timer *shutdown;
@@ -54,6 +62,7 @@ struct daemon {
 	uint64_t shutdown_deadline;
 	bool stopping;
 	bool kick; /* samples arrived this round */
+	int exit_code;
 };
 
 static void usage(FILE *f)
@@ -147,6 +156,29 @@ static void log_stats(struct daemon *d)
 		 (unsigned long long)cs.publishes, cs.inflight,
 		 (unsigned long long)cs.events, (unsigned long long)cs.connects,
 		 (unsigned long long)loop_wakeups(d->loop));
+	if (d->bulk) {
+		struct c8y_bulk_stats bs;
+		struct c8y_token_stats ts;
+
+		c8y_bulk_get_stats(d->bulk, &bs);
+		c8y_token_get_stats(d->token, &ts);
+		log_info("stats",
+			 "bulk: %s; %llu posts, %llu samples sent, %llu "
+			 "acknowledged, %llu quarantined, %llu failures, %llu "
+			 "drains; tokens: %llu requested, %llu received, %llu "
+			 "malformed, %llu fallbacks",
+			 bs.active ? "draining" : "idle",
+			 (unsigned long long)bs.posts,
+			 (unsigned long long)bs.rows_sent,
+			 (unsigned long long)bs.rows_acked,
+			 (unsigned long long)bs.rows_quarantined,
+			 (unsigned long long)bs.failures,
+			 (unsigned long long)bs.drains,
+			 (unsigned long long)ts.requests,
+			 (unsigned long long)ts.received,
+			 (unsigned long long)ts.malformed,
+			 (unsigned long long)ts.fallbacks);
+	}
 }
 
 /* Sensors fired: the uplink runs once at the end of this loop round, so
@@ -176,7 +208,7 @@ static void finish(struct daemon *d)
 		log_info("main", "stopping with %llu samples queued for later",
 			 (unsigned long long)(ss.stored + ss.inbox));
 	cloud_stop(d->cloud);
-	loop_quit(d->loop, EB_EXIT_OK);
+	loop_quit(d->loop, d->exit_code);
 }
 
 static void on_shutdown_tick(struct loop *l, struct loop_timer *t, void *ud)
@@ -184,7 +216,8 @@ static void on_shutdown_tick(struct loop *l, struct loop_timer *t, void *ud)
 	struct daemon *d = ud;
 
 	(void)l;
-	if (cloud_idle(d->cloud) || eb_now_ms() >= d->shutdown_deadline) {
+	if ((cloud_idle(d->cloud) && (!d->bulk || c8y_bulk_idle(d->bulk))) ||
+	    eb_now_ms() >= d->shutdown_deadline) {
 		finish(d);
 		return;
 	}
@@ -250,6 +283,184 @@ static void reload(struct daemon *d)
 	log_info("main", "reloaded: %zu sensors",
 		 d->sensors ? sensors_count(d->sensors) : 0);
 	status(d);
+}
+
+/* ---- what the platform's operations do --------------------------------- */
+
+static int op_restart(void *ud, char *why, size_t len)
+{
+	struct daemon *d = ud;
+	const char *cmd = d->cfg->cloud.restart_command;
+	posix_spawnattr_t a;
+	sigset_t none;
+	pid_t pid;
+	int r;
+
+	if (!cmd) {
+		log_notice("main",
+			   "restart asked by the platform: stopping with exit "
+			   "status %d for the service manager to start us "
+			   "again",
+			   EB_EXIT_RESTART);
+		d->exit_code = EB_EXIT_RESTART;
+		begin_shutdown(d);
+		return 0;
+	}
+	/* the command restarts us (systemctl restart edgebridge, reboot) */
+	char *argv[] = { "/bin/sh", "-c", (char *)cmd, NULL };
+	sigemptyset(&none);
+	posix_spawnattr_init(&a);
+	posix_spawnattr_setflags(&a, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
+	posix_spawnattr_setsigmask(&a, &none);
+	r = posix_spawn(&pid, "/bin/sh", NULL, &a, argv, environ);
+	posix_spawnattr_destroy(&a);
+	if (r) {
+		snprintf(why, len, "cannot run restart_command: %s",
+			 strerror(r));
+		return -r;
+	}
+	log_notice("main", "restart asked by the platform: running '%s'",
+		   cmd);
+	return 0;
+}
+
+/* 513: the text becomes conf.d/90-cloud.conf if the whole configuration
+ * with it passes the same checks as --check-config; else nothing changes. */
+#define CLOUD_DROPIN "90-cloud.conf"
+
+static int op_configure(void *ud, const char *text, char *why, size_t len)
+{
+	struct daemon *d = ud;
+	const char *slash = strrchr(d->config_path, '/');
+	_cleanup_free_ char *dir = NULL, *final = NULL, *pending = NULL;
+	struct eb_diags dg = { 0 };
+	struct eb_config *n;
+	FILE *f;
+	int r;
+
+	if (asprintf(&dir, "%.*s%sconf.d",
+		     slash ? (int)(slash - d->config_path) : 0,
+		     d->config_path, slash ? "/" : "") < 0 ||
+	    asprintf(&final, "%s/%s", dir, CLOUD_DROPIN) < 0 ||
+	    asprintf(&pending, "%s.pending", final) < 0) {
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
+	}
+	r = eb_mkdir_p(dir, 0755, 0755);
+	if (r < 0) {
+		snprintf(why, len, "cannot create %s: %s", dir, strerror(-r));
+		return r;
+	}
+	f = fopen(pending, "we");
+	if (!f || fputs(text, f) < 0 || (text[0] && fputs("\n", f) < 0) ||
+	    fflush(f) || fsync(fileno(f))) {
+		r = -errno;
+		snprintf(why, len, "cannot write %s: %s", pending,
+			 strerror(errno));
+		if (f)
+			fclose(f);
+		unlink(pending);
+		return r ? r : -EIO;
+	}
+	fclose(f);
+	n = config_load_with(d->config_path, CLOUD_DROPIN, pending,
+			     driver_check_config, &dg);
+	if (!n || dg.n) {
+		snprintf(why, len, "invalid configuration: %s",
+			 dg.n ? dg.msg[0] : "cannot load");
+		log_warning("main", "configuration from the platform refused: "
+				    "%s", dg.n ? dg.msg[0] : "cannot load");
+		config_free(n);
+		diags_free(&dg);
+		unlink(pending);
+		return -EINVAL;
+	}
+	config_free(n);
+	diags_free(&dg);
+	if (rename(pending, final) < 0) {
+		r = -errno;
+		snprintf(why, len, "cannot install %s: %s", final,
+			 strerror(errno));
+		unlink(pending);
+		return r;
+	}
+	eb_fsync_dir(dir);
+	log_notice("main", "configuration from the platform written to %s",
+		   final);
+	reload(d);
+	return 0;
+}
+
+static int op_relay(void *ud, bool closed, char *why, size_t len)
+{
+	struct daemon *d = ud;
+	struct eb_err err = { "" };
+	int r;
+
+	r = sensors_write(d->sensors, d->cfg->cloud.relay, closed ? 1 : 0,
+			  &err);
+	if (r < 0) {
+		snprintf(why, len, "%s", err.msg);
+		return r;
+	}
+	log_notice("main", "relay %s: %s", d->cfg->cloud.relay,
+		   closed ? "CLOSED" : "OPEN");
+	return 0;
+}
+
+/* Cumulocity's companions: operations always, the token and the bulk
+ * drain when [cloud] bulk is on. */
+static int start_c8y(struct daemon *d)
+{
+	const struct c8y_ops_host host = {
+		.restart = op_restart,
+		.configure = op_configure,
+		.relay = op_relay,
+		.ud = d,
+	};
+	const struct eb_config *c = d->cfg;
+	struct eb_err err = { "" };
+
+	d->ops = c8y_ops_new(d->loop, c, d->cloud, &host, log_msg, &err);
+	if (!d->ops)
+		goto fail;
+	if (!c->cloud.bulk)
+		return EB_EXIT_OK;
+	struct https_opts ho = {
+		.ca_file = c->cloud.http_ca_file,
+		.cert_file = c->cloud.http_mtls ? c->cloud.cert_file : NULL,
+		.key_uri = c->hsm.key,
+		.timeout_ms = c->cloud.http_timeout_ms,
+		.report = log_msg,
+	};
+	d->https = https_new(d->loop, &ho, &err);
+	if (!d->https)
+		goto fail;
+	if (c->cloud.token_fallback) {
+		ho.cert_file = c->cloud.cert_file;
+		d->https_mtls = https_new(d->loop, &ho, &err);
+		if (!d->https_mtls)
+			goto fail;
+	}
+	struct c8y_token_opts to = {
+		.timeout_ms = c->cloud.token_timeout_ms,
+		.fallback = c->cloud.token_fallback,
+		.token_url = c->cloud.token_url,
+		.mtls = d->https_mtls,
+		.report = log_msg,
+	};
+	d->token = c8y_token_new(d->loop, d->cloud, &to, &err);
+	if (!d->token)
+		goto fail;
+	d->bulk = c8y_bulk_new(d->loop, c, d->st, d->token, d->https, log_msg,
+			       &err);
+	if (!d->bulk)
+		goto fail;
+	c8y_bulk_on_acked(d->bulk, on_acked, d);
+	return EB_EXIT_OK;
+fail:
+	log_error("cloud", "%s", err.msg);
+	return EB_EXIT_FAILURE;
 }
 
 static void on_signal(struct loop *l, int signo, void *ud)
@@ -324,6 +535,8 @@ static void on_tick_end(struct loop *l, void *ud)
 		d->kick = false;
 		cloud_kick(d->cloud);
 	}
+	if (d->bulk && !d->stopping)
+		c8y_bulk_kick(d->bulk);
 }
 
 static int open_store(struct daemon *d)
@@ -428,6 +641,11 @@ static int run(struct daemon *d)
 		return EB_EXIT_FAILURE;
 	}
 	cloud_on_acked(d->cloud, on_acked, d);
+	if (!strcmp(d->cfg->cloud.profile, "cumulocity")) {
+		r = start_c8y(d);
+		if (r != EB_EXIT_OK)
+			return r;
+	}
 	d->shutdown = loop_timer_new(d->loop, on_shutdown_tick, d);
 	d->sensors = sensors_new(d->loop, d->cfg, d->st,
 				 d->cfg->store.ram_samples, on_samples, d);
@@ -472,6 +690,11 @@ static int run(struct daemon *d)
 static void teardown(struct daemon *d)
 {
 	d->sensors = sensors_free(d->sensors);
+	d->bulk = c8y_bulk_free(d->bulk);
+	d->token = c8y_token_free(d->token);
+	d->ops = c8y_ops_free(d->ops);
+	d->https = https_free(d->https);
+	d->https_mtls = https_free(d->https_mtls);
 	d->cloud = cloud_free(d->cloud);
 	loop_timer_free(d->watchdog);
 	loop_timer_free(d->shutdown);

@@ -239,3 +239,28 @@ size_t sensors_count(const struct sensors *s)
 {
 	return s->n;
 }
+
+int sensors_write(struct sensors *set, const char *name, double value,
+		  struct eb_err *err)
+{
+	for (size_t i = 0; set && i < set->n; i++) {
+		struct sensor *s = &set->s[i];
+		int r;
+
+		if (strcmp(s->conf->name, name))
+			continue;
+		if (!s->ops->write)
+			return eb_errf(err, -ENOTSUP,
+				       "sensor %s (driver %s) is not an output",
+				       name, s->ops->name);
+		r = s->ops->write(s->state, value, err);
+		if (r < 0)
+			return r;
+		/* the new state is a sample too, at once */
+		read_once(s);
+		if (set->notify)
+			set->notify(set->ud);
+		return 0;
+	}
+	return eb_errf(err, -ENOENT, "no sensor named %s is running", name);
+}

@@ -26,5 +26,9 @@ struct sensors *sensors_free(struct sensors *s);
 size_t sensors_count(const struct sensors *s);
 /* The queue has room again: wake sensors that wait for it (interval 0). */
 void sensors_resume(struct sensors *s);
+/* Drives an output sensor (a relay) and reads its new state at once.
+ * 0, or -ENOENT / -ENOTSUP / the driver's -errno with err set. */
+int sensors_write(struct sensors *s, const char *name, double value,
+		  struct eb_err *err);
 
 #endif

@@ -37,6 +37,9 @@ struct driver_ops {
 	/* Emit zero or more samples.  Returns the number emitted, -ENODATA
 	 * when the source is exhausted for good, or another -errno. */
 	int (*read)(void *state, struct sample_sink *sink, struct eb_err *err);
+	/* Outputs only (a relay): drive the output to value.  NULL for a
+	 * driver that only reads.  0 or -errno with err set. */
+	int (*write)(void *state, double value, struct eb_err *err);
 	void (*close)(void *state);
 };
 

@@ -8,6 +8,8 @@
  *   ramp:        min .. max, then back to min, once per period
  *   random-walk: steps of at most (max - min) / 50 from the middle, clamped
  *   counter:     offset + n, exactly (tests account for every sample)
+ *   output:      a simulated output (a relay): reads back what was last
+ *                written, min until then
  * count = N stops after N samples (benchmarks account for every one).
  */
 #include <errno.h>
@@ -16,10 +18,10 @@
 
 #include "driver.h"
 
-enum wave { WAVE_SINE, WAVE_RAMP, WAVE_WALK, WAVE_COUNTER };
+enum wave { WAVE_SINE, WAVE_RAMP, WAVE_WALK, WAVE_COUNTER, WAVE_OUTPUT };
 
-static const char *const waves[] = { "sine", "ramp", "random-walk", "counter",
-				     NULL };
+static const char *const waves[] = { "sine",	 "ramp",   "random-walk",
+				     "counter", "output", NULL };
 
 struct sim {
 	enum wave wave;
@@ -27,6 +29,7 @@ struct sim {
 	uint64_t period_ms, step_ms;
 	uint64_t seed, count, n;
 	double walk, offset;
+	double out; /* WAVE_OUTPUT */
 	double scale; /* 10^decimals */
 };
 
@@ -98,6 +101,7 @@ static int sim_open(struct eb_sensor_conf *c, void **state, struct eb_err *err)
 	s->count = p.count;
 	s->walk = (p.min + p.max) / 2;
 	s->offset = p.offset;
+	s->out = p.min;
 	s->scale = pow(10, (double)p.decimals);
 	*state = s;
 	return 0;
@@ -131,6 +135,9 @@ static int sim_read(void *state, struct sample_sink *sink, struct eb_err *err)
 	case WAVE_COUNTER:
 		v = s->offset + (double)s->n;
 		break;
+	case WAVE_OUTPUT:
+		v = s->out;
+		break;
 	case WAVE_WALK:
 	default:
 		s->walk += (next_random(s) * 2 - 1) * span / 50;
@@ -144,6 +151,19 @@ static int sim_read(void *state, struct sample_sink *sink, struct eb_err *err)
 	s->n++;
 	sink->emit(sink, round(v * s->scale) / s->scale, eb_realtime_ms());
 	return 1;
+}
+
+static int sim_write(void *state, double value, struct eb_err *err)
+{
+	struct sim *s = state;
+
+	if (s->wave != WAVE_OUTPUT)
+		return eb_errf(err, -ENOTSUP,
+			       "a simulated %s is not an output (use "
+			       "waveform = output)",
+			       waves[s->wave]);
+	s->out = value;
+	return 0;
 }
 
 static int sim_fd(void *state)
@@ -164,5 +184,6 @@ const struct driver_ops driver_sim = {
 	.open = sim_open,
 	.fd = sim_fd,
 	.read = sim_read,
+	.write = sim_write,
 	.close = sim_close,
 };

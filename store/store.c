@@ -1168,6 +1168,32 @@ void store_quarantine(struct store *st, const struct store_row *row)
 	}
 }
 
+uint64_t store_quarantine_lease(struct store *st, const struct store_lease *l,
+				const char *reason)
+{
+	struct held *h = held_find(st, l->id);
+	uint64_t n = 0;
+
+	if (h)
+		held_remove(st, h);
+	for (unsigned i = 0; i < l->n; i++) {
+		char *q = sqlite3_mprintf(
+			"INSERT INTO quarantine SELECT seq, sensor, value, "
+			"time_ms, %Q FROM samples WHERE seq BETWEEN %lld AND "
+			"%lld; DELETE FROM samples WHERE seq BETWEEN %lld AND "
+			"%lld",
+			reason, (long long)l->lo[i], (long long)l->hi[i],
+			(long long)l->lo[i], (long long)l->hi[i]);
+
+		if (q && exec(st, q) == 0)
+			n += (uint64_t)sqlite3_changes(st->db);
+		sqlite3_free(q);
+	}
+	st->quarantined += n;
+	st->stored = st->stored > n ? st->stored - n : 0;
+	return n;
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static int open_db(struct store *st)

@@ -119,6 +119,10 @@ void store_ack(struct store *st, const struct store_lease *l);
 void store_release(struct store *st, const struct store_lease *l);
 /* A row that can never be sent: keep it aside, counted. */
 void store_quarantine(struct store *st, const struct store_row *row);
+/* Every row of a lease the platform refused for good: kept aside, counted.
+ * Returns how many rows. */
+uint64_t store_quarantine_lease(struct store *st, const struct store_lease *l,
+				const char *reason);
 
 /* Events for the cloud (drop reports, store resets), oldest first, that
  * are not in flight.  Drop counters are turned into events here. */
