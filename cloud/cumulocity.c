@@ -8,11 +8,12 @@
  *   400,<type>,<text>,<time>       an event (drop reports, store resets)
  *   301..304,<type>,<text>,<time>  an alarm (certificate about to expire)
  * Several lines go in one publish, separated by '\n', up to the platform's
- * 16184-byte limit.
+ * 16184-byte limit for the whole packet (header included).
  *
  * Field escaping follows the SmartREST CSV rules: a value containing a
  * comma, a double quote, a line break or leading/trailing blanks is put in
- * double quotes, and a double quote inside is preceded by a backslash.
+ * double quotes, and a double quote inside is doubled (""), as Cumulocity's
+ * "SmartREST escaping" documents (the older guide's backslash is wrong).
  */
 #include <errno.h>
 #include <math.h>
@@ -24,7 +25,9 @@
 #include "../common/util.h"
 #include "profile.h"
 
-#define C8Y_MAX_PAYLOAD 16184
+/* 16184 bytes is the platform's limit for the whole PUBLISH packet; the
+ * header of a QoS 1 publish to s/us takes 11 of them. */
+#define C8Y_MAX_PAYLOAD (16184 - 11)
 
 /*
  * Samples packed into one publish mostly share their second, and gmtime plus
@@ -111,7 +114,7 @@ static int field(const char *value, char *buf, size_t len, bool force)
 		if (*p == '"') {
 			if (o + 1 >= len)
 				return -ENOSPC;
-			buf[o++] = '\\';
+			buf[o++] = '"'; /* doubled, as in CSV */
 		}
 		if (o + 1 >= len)
 			return -ENOSPC;

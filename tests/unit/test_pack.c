@@ -6,7 +6,7 @@
 #include "../../cloud/profile.h"
 #include "../../store/store.h"
 
-#define LIMIT 16184
+#define LIMIT (16184 - 11)
 
 static struct store_row rows[6000];
 static bool bad[6000];

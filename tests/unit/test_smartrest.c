@@ -38,7 +38,7 @@ static void test_field_escaping(void **state)
 	c8y_field("a,b", buf, sizeof(buf));
 	assert_string_equal(buf, "\"a,b\"");
 	c8y_field("say \"hi\"", buf, sizeof(buf));
-	assert_string_equal(buf, "\"say \\\"hi\\\"\"");
+	assert_string_equal(buf, "\"say \"\"hi\"\"\"");
 	c8y_field("two\nlines", buf, sizeof(buf));
 	assert_string_equal(buf, "\"two\nlines\"");
 	c8y_field(" padded", buf, sizeof(buf));
