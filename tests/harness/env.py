@@ -9,10 +9,12 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from . import expect
 from .broker import Broker, Observer
+from .c8y import C8yCloud
 from .config import ConfigFile, merge_sections, write_config
 from .daemon import Daemon, run_edgebridged
 from .pki import Issued, Pki
 from .token import DEFAULT_PIN, Token, make_csr_on_token
+from .util import HarnessError
 
 DEFAULT_GATEWAY_ID = "gw-0001"
 DEFAULT_GATEWAY_NAME = "Test gateway"
@@ -40,12 +42,17 @@ class Env:
     pki: share one (e.g. session-scoped) Pki between Envs for speed.
     server: the broker's server cert (default: pki.server_cert() for 127.0.0.1).
     broker_kw: more Broker(...) arguments (host=, port=, netns=, durable=).
+    cloud: None (plain broker) or "c8y": env.broker is then the broker of a
+    harness.c8y.C8yCloud (Cumulocity MQTT emulator plugin), kept as env.c8y;
+    cloud_kw: more C8yCloud(...) arguments (jwt_lifetime=, tenant=, ...).
     """
 
     def __init__(self, dir: Path | str, pki: Optional[Pki] = None, *,
                  gateway_id: str = DEFAULT_GATEWAY_ID, pin: str = DEFAULT_PIN,
                  server: Optional[Issued] = None,
-                 broker_kw: Optional[Mapping[str, Any]] = None):
+                 broker_kw: Optional[Mapping[str, Any]] = None,
+                 cloud: Optional[str] = None,
+                 cloud_kw: Optional[Mapping[str, Any]] = None):
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.gateway_id = gateway_id
@@ -58,8 +65,16 @@ class Env:
         self.device = self.pki.sign_csr(self.csr)
         self.cert_file = self.device.write_chain(self.dir / "device-chain.pem", "full")
         self.pin_file = self.token.write_pin_file(self.dir / "pin", pin)
-        self.broker = Broker(self.dir / "broker", self.pki, server=server,
-                             **dict(broker_kw or {}))
+        self.c8y: Optional[C8yCloud] = None
+        if cloud == "c8y":
+            self.c8y = C8yCloud(self.dir / "broker", self.pki, server=server,
+                                **dict(cloud_kw or {}), **dict(broker_kw or {}))
+            self.broker = self.c8y.broker
+        elif cloud is None:
+            self.broker = Broker(self.dir / "broker", self.pki, server=server,
+                                 **dict(broker_kw or {}))
+        else:
+            raise HarnessError(f"unknown cloud {cloud!r} (None or \"c8y\")")
         self.state_dir = self.dir / "state"
         self.state_dir.mkdir(exist_ok=True)
         self.config_file: Optional[ConfigFile] = None

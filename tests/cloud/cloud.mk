@@ -1,0 +1,13 @@
+# Build rules for the test clouds under tests/cloud (included by Makefile).
+# TEST_CLOUD lists what `make integration` needs built.
+TEST_CLOUD :=
+
+# Cumulocity MQTT endpoint emulator: a mosquitto 2.0 plugin (API v5) loaded
+# by tests/harness/c8y.py (C8yCloud).  Headers from mosquitto-dev.
+$(B)/tests/c8y_plugin.so: tests/cloud/c8y_plugin.c tests/cloud/cloud.mk
+	@mkdir -p $(dir $@)
+	$(echo_cmd) CC-SO $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -shared -fPIC -o $@ $< \
+		-lcrypto -ljansson
+
+TEST_CLOUD += $(B)/tests/c8y_plugin.so
