@@ -260,16 +260,13 @@ static const char *prefix_of(struct c8y_bulk *b, const struct sensor_meta *m)
  * the body (malloc'd) and sets *used to the rows it holds (the first ones);
  * bad[i] marks rows that cannot be expressed (non-finite, bad UTF-8).
  */
-static char *build_body(struct c8y_bulk *b, size_t n, size_t *used,
-			size_t *len, bool *bad)
+static char *build_body(struct c8y_bulk *b, char *body, size_t n,
+			size_t *used, size_t *len, bool *bad)
 {
 	size_t cap = b->max_body, o = 0;
-	char *body = malloc(cap + 1);
 	bool first = true;
 
 	*used = 0;
-	if (!body)
-		return NULL;
 	o = (size_t)snprintf(body, cap, "{\"measurements\":[");
 	for (size_t i = 0; i < n; i++) {
 		const struct eb_sample *s = &b->rows[i].s;
@@ -301,10 +298,8 @@ static char *build_body(struct c8y_bulk *b, size_t n, size_t *used,
 	}
 	memcpy(body + o, "]}", 3);
 	*len = o + 2;
-	if (first) {
-		free(body);
+	if (first)
 		return NULL; /* nothing expressible */
-	}
 	return body;
 }
 
@@ -372,8 +367,6 @@ static void on_posted(void *ud, const struct https_resp *r)
 
 	p->busy = false;
 	b->inflight--;
-	free(p->body);
-	p->body = NULL;
 	if (r->status >= 200 && r->status < 300) {
 		store_ack(b->st, &p->lease);
 		b->stats.rows_acked += p->rows;
@@ -457,13 +450,17 @@ static bool post_one(struct c8y_bulk *b, const char *token)
 		}
 	if (!p)
 		return false;
+	/* one buffer per slot for the daemon's life: a megabyte allocated
+	 * and freed per post fragments the heap of a long drain */
+	if (!p->body && !(p->body = malloc(b->max_body + 1)))
+		return false;
 	n = store_next_backlog(b->st, b->rows, b->batch);
 	if (!n)
 		return false;
 	bad = calloc(n, sizeof(*bad));
 	if (!bad)
 		return false;
-	body = build_body(b, n, &used, &len, bad);
+	body = build_body(b, p->body, n, &used, &len, bad);
 	for (size_t i = 0; i < used; i++)
 		if (bad[i]) {
 			store_quarantine(b->st, &b->rows[i]);
@@ -480,13 +477,10 @@ static bool post_one(struct c8y_bulk *b, const char *token)
 		return used > 0; /* all bad: try the next rows */
 	store_lease_as(b->st, STORE_BULK, b->rows, used, &p->lease);
 	p->rows = used - nbad;
-	p->body = body;
 	p->b = b;
 	if (https_request(b->h, "POST", b->url, hdrs, token, body, len,
 			  on_posted, p) < 0) {
 		store_release(b->st, &p->lease);
-		free(body);
-		p->body = NULL;
 		return false;
 	}
 	p->busy = true;

@@ -34,7 +34,7 @@ struct req {
 	https_done_fn done;
 	void *ud;
 	char *body;
-	size_t len;
+	size_t len, cap; /* the body buffer is kept between requests */
 	char errbuf[CURL_ERROR_SIZE];
 	struct req *next; /* idle list */
 	bool busy;
@@ -81,7 +81,7 @@ static void finish(struct https *h, struct req *r, CURLcode rc)
 		    CURLE_OK &&
 	    retry > 0)
 		resp.retry_after_ms = (uint64_t)retry * 1000;
-	resp.body = r->body ? r->body : "";
+	resp.body = r->body && r->len ? r->body : "";
 	resp.len = r->len;
 	resp.error = "";
 	if (rc != CURLE_OK) {
@@ -99,8 +99,6 @@ static void finish(struct https *h, struct req *r, CURLcode rc)
 	h->inflight--;
 	if (done)
 		done(ud, &resp);
-	free(r->body);
-	r->body = NULL;
 	r->len = 0;
 }
 
@@ -198,13 +196,20 @@ static size_t cb_write(char *ptr, size_t size, size_t n, void *ud)
 		keep = MAX_BODY - r->len;
 	if (!keep)
 		return len; /* read and dropped: only the start matters */
-	b = realloc(r->body, r->len + keep + 1);
-	if (!b)
-		return 0;
-	memcpy(b + r->len, ptr, keep);
+	if (r->len + keep + 1 > r->cap) {
+		size_t cap = r->cap ? r->cap : 4096;
+
+		while (cap < r->len + keep + 1)
+			cap *= 2;
+		b = realloc(r->body, cap);
+		if (!b)
+			return 0;
+		r->body = b;
+		r->cap = cap;
+	}
+	memcpy(r->body + r->len, ptr, keep);
 	r->len += keep;
-	b[r->len] = '\0';
-	r->body = b;
+	r->body[r->len] = '\0';
 	return len;
 }
 
@@ -299,7 +304,6 @@ int https_request(struct https *h, const char *method, const char *url,
 	if (!r)
 		return -ENOMEM;
 	r->errbuf[0] = '\0';
-	r->body = NULL;
 	r->len = 0;
 	r->hdrs = NULL;
 	for (size_t i = 0; headers && headers[i]; i++) {

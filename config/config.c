@@ -1008,9 +1008,9 @@ static void set_defaults(struct eb_config *c)
 	c->cloud.bulk = true;
 	c->cloud.http_timeout_ms = 60000;
 	c->cloud.bulk_threshold = 1000;
-	c->cloud.bulk_batch = 500;
+	c->cloud.bulk_batch = 1000;
 	c->cloud.bulk_max_body = 1ULL << 20;
-	c->cloud.bulk_parallel = 2;
+	c->cloud.bulk_parallel = 4;
 	c->cloud.token_timeout_ms = 30000;
 	c->store.max_size = 64ULL << 20;
 	c->store.ram_samples = 10000;
