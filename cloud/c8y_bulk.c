@@ -87,22 +87,7 @@ struct c8y_bulk {
 	struct c8y_bulk_stats stats;
 };
 
-static void report(struct c8y_bulk *b, enum eb_log_level l, const char *fmt,
-		   ...) __attribute__((format(printf, 3, 4)));
-
-static void report(struct c8y_bulk *b, enum eb_log_level l, const char *fmt,
-		   ...)
-{
-	char buf[768];
-	va_list ap;
-
-	if (!b->report)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	b->report(l, "bulk", "%s", buf);
-}
+#define report(x, l, ...) EB_REPORT((x)->report, l, "bulk", __VA_ARGS__)
 
 static void pump(struct c8y_bulk *b);
 
@@ -169,8 +154,8 @@ static void on_identity(void *ud, const struct https_resp *r)
 		report(b, EB_LOG_WARNING,
 		       "cannot look this device up at %s: %s%ld; again in "
 		       "%llu s",
-		       b->id_url, r->status ? "HTTP " : r->error,
-		       r->status, (unsigned long long)d / 1000);
+		       b->id_url, r->status ? "HTTP " : r->error, r->status,
+		       (unsigned long long)d / 1000);
 		b->pause_until = eb_now_ms() + d;
 		loop_timer_arm(b->timer, b->pause_until);
 	}
@@ -215,7 +200,7 @@ static const char *prefix_of(struct c8y_bulk *b, const struct sensor_meta *m)
 	for (size_t i = 0; i < b->n_prefixes; i++)
 		if (b->prefixes[i].meta == m)
 			return b->prefixes[i].text;
-	/* "type":"F","F":{"S":{"unit":"U","value": */
+			/* "type":"F","F":{"S":{"unit":"U","value": */
 #define LIT(s)                                                                 \
 	do {                                                                   \
 		if (o + sizeof(s) > sizeof(buf))                               \
@@ -260,8 +245,8 @@ static const char *prefix_of(struct c8y_bulk *b, const struct sensor_meta *m)
  * the body (malloc'd) and sets *used to the rows it holds (the first ones);
  * bad[i] marks rows that cannot be expressed (non-finite, bad UTF-8).
  */
-static char *build_body(struct c8y_bulk *b, char *body, size_t n,
-			size_t *used, size_t *len, bool *bad)
+static char *build_body(struct c8y_bulk *b, char *body, size_t n, size_t *used,
+			size_t *len, bool *bad)
 {
 	size_t cap = b->max_body, o = 0;
 	bool first = true;
@@ -282,9 +267,10 @@ static char *build_body(struct c8y_bulk *b, char *body, size_t n,
 			*used = i + 1;
 			continue;
 		}
-		k = snprintf(item, sizeof(item),
-			     "%s{\"source\":{\"id\":\"%s\"},\"time\":\"%s\",%s%s}}}",
-			     first ? "" : ",", b->mo_id, when, pre, num);
+		k = snprintf(
+			item, sizeof(item),
+			"%s{\"source\":{\"id\":\"%s\"},\"time\":\"%s\",%s%s}}}",
+			first ? "" : ",", b->mo_id, when, pre, num);
 		if (k < 0 || (size_t)k >= sizeof(item))
 			bad[i] = true;
 		else if (o + (size_t)k + 3 > cap)
@@ -506,8 +492,7 @@ static void pump(struct c8y_bulk *b)
 		c8y_token_want(b->tok);
 		if (!b->trying_since)
 			b->trying_since = now;
-		else if (now - b->trying_since >= GIVE_UP_MS &&
-			 !b->inflight) {
+		else if (now - b->trying_since >= GIVE_UP_MS && !b->inflight) {
 			hand_back(b, "no access token");
 			return;
 		}
@@ -527,7 +512,8 @@ static void pump(struct c8y_bulk *b)
 
 		b->stats.drains++;
 		report(b, EB_LOG_NOTICE,
-		       "backlog drained over HTTPS: %llu samples in %llu.%03llu "
+		       "backlog drained over HTTPS: %llu samples in "
+		       "%llu.%03llu "
 		       "s",
 		       (unsigned long long)b->drain_rows,
 		       (unsigned long long)ms / 1000,
@@ -602,8 +588,8 @@ struct c8y_bulk *c8y_bulk_new(struct loop *loop, const struct eb_config *cfg,
 	bl = strlen(base);
 	while (bl && base[bl - 1] == '/')
 		bl--;
-	if (asprintf(&b->url, "%.*s/measurement/measurements", (int)bl,
-		     base) < 0)
+	if (asprintf(&b->url, "%.*s/measurement/measurements", (int)bl, base) <
+	    0)
 		b->url = NULL;
 	if (asprintf(&b->id_url, "%.*s/identity/externalIds/c8y_Serial/%s",
 		     (int)bl, base, cfg->gateway.id) < 0)

@@ -77,22 +77,7 @@ static const struct {
 	{ "530", "c8y_DeviceProfile" },
 };
 
-static void report(struct c8y_ops *o, enum eb_log_level l, const char *fmt,
-		   ...) __attribute__((format(printf, 3, 4)));
-
-static void report(struct c8y_ops *o, enum eb_log_level l, const char *fmt,
-		   ...)
-{
-	char buf[768];
-	va_list ap;
-
-	if (!o->report)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	o->report(l, "operation", "%s", buf);
-}
+#define report(x, l, ...) EB_REPORT((x)->report, l, "operation", __VA_ARGS__)
 
 int c8y_split_line(const char *line, size_t len, char *buf, char **fields,
 		   int max)
@@ -223,7 +208,8 @@ static void pop(struct c8y_ops *o)
 }
 
 static int send_line(struct c8y_ops *o, void (*done)(void *, bool),
-		     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+		     const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static int send_line(struct c8y_ops *o, void (*done)(void *, bool),
 		     const char *fmt, ...)
@@ -385,8 +371,9 @@ static void next(struct c8y_ops *o)
 		report(o, EB_LOG_NOTICE, "%s: executing", fragment);
 		if (!strcmp(f[0], "510") &&
 		    write_file_synced(o->restart_file, "510\n", 4) < 0) {
-			finish(o, -EIO, "cannot record the restart in "
-					"state_dir");
+			finish(o, -EIO,
+			       "cannot record the restart in "
+			       "state_dir");
 			return;
 		}
 		if (send_line(o, on_executing, "501,%s", fragment) < 0) {

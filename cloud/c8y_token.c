@@ -53,22 +53,7 @@ struct c8y_token {
 	struct c8y_token_stats stats;
 };
 
-static void report(struct c8y_token *t, enum eb_log_level l, const char *fmt,
-		   ...) __attribute__((format(printf, 3, 4)));
-
-static void report(struct c8y_token *t, enum eb_log_level l, const char *fmt,
-		   ...)
-{
-	char buf[512];
-	va_list ap;
-
-	if (!t->o.report)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	t->o.report(l, "token", "%s", buf);
-}
+#define report(x, l, ...) EB_REPORT((x)->o.report, l, "token", __VA_ARGS__)
 
 static void wipe(struct c8y_token *t)
 {
@@ -134,8 +119,8 @@ static int accept_token(struct c8y_token *t, const char *tok, size_t len,
 
 	if (jwt_parse(tok, len, &c, why, sizeof(why)) < 0) {
 		t->stats.malformed++;
-		report(t, EB_LOG_WARNING, "ignored a malformed token from %s: %s",
-		       via, why);
+		report(t, EB_LOG_WARNING,
+		       "ignored a malformed token from %s: %s", via, why);
 		return -EINVAL;
 	}
 	/* lifetime per the token; without iat, what is left of it now */
@@ -188,9 +173,9 @@ static void on_fallback(void *ud, const struct https_resp *r)
 
 	t->fallback_busy = false;
 	if (r->status != 200) {
-		report(t, EB_LOG_WARNING,
-		       "token fallback %s failed: %s%ld", t->o.token_url,
-		       r->status ? "HTTP " : r->error, r->status);
+		report(t, EB_LOG_WARNING, "token fallback %s failed: %s%ld",
+		       t->o.token_url, r->status ? "HTTP " : r->error,
+		       r->status);
 		return;
 	}
 	o = json_loadb(r->body, r->len, 0, &je);
@@ -206,13 +191,12 @@ static void on_fallback(void *ud, const struct https_resp *r)
 
 static void fallback(struct c8y_token *t)
 {
-	static const char *const hdrs[] = { "Accept: application/json",
-					    NULL };
+	static const char *const hdrs[] = { "Accept: application/json", NULL };
 
 	if (!t->o.fallback || !t->o.mtls || t->fallback_busy)
 		return;
-	if (https_request(t->o.mtls, "POST", t->o.token_url, hdrs, NULL, "",
-			  0, on_fallback, t) == 0) {
+	if (https_request(t->o.mtls, "POST", t->o.token_url, hdrs, NULL, "", 0,
+			  on_fallback, t) == 0) {
 		t->fallback_busy = true;
 		t->stats.fallbacks++;
 		report(t, EB_LOG_NOTICE,
@@ -301,8 +285,7 @@ static void on_message(void *ud, const char *topic, const char *payload,
 	}
 	if (t->state == T_ASKED)
 		loop_timer_disarm(t->timer);
-	if (accept_token(t, tok, tok_len, "s/uat") < 0 &&
-	    t->state == T_ASKED)
+	if (accept_token(t, tok, tok_len, "s/uat") < 0 && t->state == T_ASKED)
 		loop_timer_arm_in(t->timer, t->o.timeout_ms);
 }
 

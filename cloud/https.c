@@ -52,21 +52,7 @@ struct https {
 	unsigned inflight;
 };
 
-static void report(struct https *h, enum eb_log_level l, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void report(struct https *h, enum eb_log_level l, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-
-	if (!h->o.report)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	h->o.report(l, "https", "%s", buf);
-}
+#define report(x, l, ...) EB_REPORT((x)->o.report, l, "https", __VA_ARGS__)
 
 static void finish(struct https *h, struct req *r, CURLcode rc)
 {

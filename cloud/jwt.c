@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
 #include <jansson.h>
-#include <stdbool.h>
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,8 +116,9 @@ int jwt_parse(const char *token, size_t len, struct jwt_claims *c, char *why,
 	if (c->iat < 0)
 		c->iat = 0;
 	if (c->iat && c->iat > c->exp)
-		return fail(why, why_len, "the token expires before it was "
-					  "issued");
+		return fail(why, why_len,
+			    "the token expires before it was "
+			    "issued");
 	return 0;
 }
 
@@ -129,7 +130,8 @@ int c8y_parse_token_line(const char *payload, size_t len, const char **tok,
 	if (len < 3 || memcmp(payload, "71,", 3))
 		return fail(why, why_len, "not a '71,<token>' line");
 	/* one line; a trailing newline is tolerated */
-	while (end > 3 && (payload[end - 1] == '\n' || payload[end - 1] == '\r'))
+	while (end > 3 &&
+	       (payload[end - 1] == '\n' || payload[end - 1] == '\r'))
 		end--;
 	if (end == 3)
 		return fail(why, why_len, "the token is empty");

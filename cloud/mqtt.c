@@ -357,8 +357,8 @@ static int make_client(struct mqtt *m)
 		return -EINVAL;
 	if (m->o.will_topic &&
 	    mosquitto_will_set(m->mosq, m->o.will_topic,
-			       (int)strlen(m->o.will_payload), m->o.will_payload,
-			       1, false) != MOSQ_ERR_SUCCESS)
+			       (int)strlen(m->o.will_payload),
+			       m->o.will_payload, 1, false) != MOSQ_ERR_SUCCESS)
 		return -EINVAL;
 	mosquitto_max_inflight_messages_set(m->mosq, m->o.max_inflight);
 	mosquitto_connect_callback_set(m->mosq, cb_connect);

@@ -14,4 +14,11 @@ typedef void (*eb_report_fn)(enum eb_log_level level, const char *subsys,
 			     const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Reports through fn when the caller was given one. */
+#define EB_REPORT(fn, level, subsys, ...)                                      \
+	do {                                                                   \
+		if (fn)                                                        \
+			(fn)(level, subsys, __VA_ARGS__);                      \
+	} while (0)
+
 #endif

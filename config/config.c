@@ -965,7 +965,8 @@ static void check_semantics(struct loader *l, const char *main_file)
 	/* the JWT travels in these requests: TLS only */
 	if (c->cloud.http_url && strncmp(c->cloud.http_url, "https://", 8)) {
 		loc = loc_of(l, "cloud", "http_url", main_file);
-		diags_add(d, &loc, "cloud.http_url: '%s' must start with https://",
+		diags_add(d, &loc,
+			  "cloud.http_url: '%s' must start with https://",
 			  c->cloud.http_url);
 	}
 	if (c->cloud.token_url && strncmp(c->cloud.token_url, "https://", 8)) {
@@ -993,7 +994,6 @@ static void check_semantics(struct loader *l, const char *main_file)
 		}
 	}
 }
-
 
 static void set_defaults(struct eb_config *c)
 {

@@ -89,22 +89,22 @@ struct eb_config {
 		uint64_t cert_warn_ms; /* warn when the leaf expires within */
 
 		/* HTTPS: bulk drain of the backlog with a JWT from s/uat */
-		bool bulk;		 /* drain big backlogs over HTTPS */
-		char *http_url;		 /* https://host[:port], default host */
-		char *http_ca_file;	 /* default ca_file */
-		bool http_mtls;		 /* client certificate from the token */
+		bool bulk;	    /* drain big backlogs over HTTPS */
+		char *http_url;	    /* https://host[:port], default host */
+		char *http_ca_file; /* default ca_file */
+		bool http_mtls;	    /* client certificate from the token */
 		uint64_t http_timeout_ms;
-		unsigned bulk_threshold; /* backlog rows that start a drain */
-		unsigned bulk_batch;	 /* measurements per post */
-		uint64_t bulk_max_body;	 /* bytes per post */
-		unsigned bulk_parallel;	 /* posts in flight */
+		unsigned bulk_threshold;   /* backlog rows that start a drain */
+		unsigned bulk_batch;	   /* measurements per post */
+		uint64_t bulk_max_body;	   /* bytes per post */
+		unsigned bulk_parallel;	   /* posts in flight */
 		uint64_t token_timeout_ms; /* s/uat answer wait */
 		bool token_fallback;	   /* mTLS deviceAccessToken */
 		char *token_url;
 
 		/* operations */
 		char *restart_command; /* none: exit, systemd restarts us */
-		char *relay;	       /* sensor whose driver drives the relay */
+		char *relay; /* sensor whose driver drives the relay */
 	} cloud;
 	struct {
 		uint64_t max_size;   /* cap of the queue database */

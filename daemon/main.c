@@ -15,10 +15,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -310,7 +310,8 @@ static int op_restart(void *ud, char *why, size_t len)
 	char *argv[] = { "/bin/sh", "-c", (char *)cmd, NULL };
 	sigemptyset(&none);
 	posix_spawnattr_init(&a);
-	posix_spawnattr_setflags(&a, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
+	posix_spawnattr_setflags(&a,
+				 POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK);
 	posix_spawnattr_setsigmask(&a, &none);
 	r = posix_spawn(&pid, "/bin/sh", NULL, &a, argv, environ);
 	posix_spawnattr_destroy(&a);
@@ -319,8 +320,7 @@ static int op_restart(void *ud, char *why, size_t len)
 			 strerror(r));
 		return -r;
 	}
-	log_notice("main", "restart asked by the platform: running '%s'",
-		   cmd);
+	log_notice("main", "restart asked by the platform: running '%s'", cmd);
 	return 0;
 }
 
@@ -339,8 +339,8 @@ static int op_configure(void *ud, const char *text, char *why, size_t len)
 	int r;
 
 	if (asprintf(&dir, "%.*s%sconf.d",
-		     slash ? (int)(slash - d->config_path) : 0,
-		     d->config_path, slash ? "/" : "") < 0 ||
+		     slash ? (int)(slash - d->config_path) : 0, d->config_path,
+		     slash ? "/" : "") < 0 ||
 	    asprintf(&final, "%s/%s", dir, CLOUD_DROPIN) < 0 ||
 	    asprintf(&pending, "%s.pending", final) < 0) {
 		snprintf(why, len, "out of memory");
@@ -368,8 +368,10 @@ static int op_configure(void *ud, const char *text, char *why, size_t len)
 	if (!n || dg.n) {
 		snprintf(why, len, "invalid configuration: %s",
 			 dg.n ? dg.msg[0] : "cannot load");
-		log_warning("main", "configuration from the platform refused: "
-				    "%s", dg.n ? dg.msg[0] : "cannot load");
+		log_warning("main",
+			    "configuration from the platform refused: "
+			    "%s",
+			    dg.n ? dg.msg[0] : "cannot load");
 		config_free(n);
 		diags_free(&dg);
 		unlink(pending);

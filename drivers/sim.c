@@ -20,7 +20,7 @@
 
 enum wave { WAVE_SINE, WAVE_RAMP, WAVE_WALK, WAVE_COUNTER, WAVE_OUTPUT };
 
-static const char *const waves[] = { "sine",	 "ramp",   "random-walk",
+static const char *const waves[] = { "sine",	"ramp",	  "random-walk",
 				     "counter", "output", NULL };
 
 struct sim {
@@ -29,7 +29,7 @@ struct sim {
 	uint64_t period_ms, step_ms;
 	uint64_t seed, count, n;
 	double walk, offset;
-	double out; /* WAVE_OUTPUT */
+	double out;   /* WAVE_OUTPUT */
 	double scale; /* 10^decimals */
 };
 

@@ -94,9 +94,10 @@ static const char *const sql[N_STMT] = {
 			"WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?",
 	[S_NEXT_REDO] = "SELECT seq, sensor, value, time_ms FROM samples "
 			"WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
-	[S_AGE_COUNT] = "SELECT sensor, count(*), min(time_ms), max(time_ms) "
-			"FROM samples WHERE time_ms < ? AND seq BETWEEN ? AND ? "
-			"GROUP BY sensor",
+	[S_AGE_COUNT] =
+		"SELECT sensor, count(*), min(time_ms), max(time_ms) "
+		"FROM samples WHERE time_ms < ? AND seq BETWEEN ? AND ? "
+		"GROUP BY sensor",
 	[S_AGE_DEL] = "DELETE FROM samples WHERE time_ms < ? AND "
 		      "seq BETWEEN ? AND ?",
 	[S_DELETE_RANGE] = "DELETE FROM samples WHERE seq BETWEEN ? AND ?",
@@ -615,8 +616,8 @@ static int drop_oldest(struct store *st, uint64_t n, int reason)
 		/* first and (up to) n-th row of this range (S_OLDEST is
 		 * exclusive at both ends) */
 		sqlite3_bind_int64(s, 1, rs[l].lo - 1);
-		sqlite3_bind_int64(s, 2, rs[l].hi == INT64_MAX ? INT64_MAX
-							       : rs[l].hi + 1);
+		sqlite3_bind_int64(
+			s, 2, rs[l].hi == INT64_MAX ? INT64_MAX : rs[l].hi + 1);
 		sqlite3_bind_int64(s, 3, 0);
 		if (sqlite3_step(s) == SQLITE_ROW)
 			first = sqlite3_column_int64(s, 0);
@@ -627,8 +628,9 @@ static int drop_oldest(struct store *st, uint64_t n, int reason)
 			s = stmt(st, S_OLDEST);
 			sqlite3_bind_int64(s, 1, rs[l].lo - 1);
 			sqlite3_bind_int64(s, 2,
-					   rs[l].hi == INT64_MAX ? INT64_MAX
-								 : rs[l].hi + 1);
+					   rs[l].hi == INT64_MAX
+						   ? INT64_MAX
+						   : rs[l].hi + 1);
 			sqlite3_bind_int64(s, 3, (int64_t)k - 1);
 			if (sqlite3_step(s) == SQLITE_ROW) {
 				last = sqlite3_column_int64(s, 0);

@@ -100,8 +100,7 @@ void store_connected(struct store *st);
 size_t store_next(struct store *st, struct store_row *rows, size_t max);
 /* The oldest rows nobody holds that are not in the live lane: what a bulk
  * drain takes.  Not leased yet. */
-size_t store_next_backlog(struct store *st, struct store_row *rows,
-			  size_t max);
+size_t store_next_backlog(struct store *st, struct store_row *rows, size_t max);
 /* While on, store_next() offers the live lane only. */
 void store_reserve_backlog(struct store *st, bool on);
 /* About how many rows wait outside the live lane (an upper bound). */

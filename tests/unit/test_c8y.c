@@ -33,13 +33,14 @@ static void test_jwt_rejects(void **state)
 		"",
 		"abc",
 		"a.b",
-		HDR "." PAYLOAD,		    /* two parts */
-		HDR ".." "c2ln",		    /* empty payload */
-		HDR "." PAYLOAD ".sig.more",	    /* four parts */
-		HDR ".e30.c2ln",		    /* {} : no exp */
-		HDR ".bm90IGpzb24.c2ln",	    /* "not json" */
-		HDR ".eyJleHAiOiJzb29uIn0.c2ln",    /* exp a string */
-		HDR "." PAYLOAD "=.c2ln",	    /* padding char */
+		HDR "." PAYLOAD, /* two parts */
+		HDR ".."
+		    "c2ln",			     /* empty payload */
+		HDR "." PAYLOAD ".sig.more",	     /* four parts */
+		HDR ".e30.c2ln",		     /* {} : no exp */
+		HDR ".bm90IGpzb24.c2ln",	     /* "not json" */
+		HDR ".eyJleHAiOiJzb29uIn0.c2ln",     /* exp a string */
+		HDR "." PAYLOAD "=.c2ln",	     /* padding char */
 		HDR ".eyJleHAiOjEsImlhdCI6Mn0.c2ln", /* exp before iat */
 	};
 	struct jwt_claims c;
@@ -48,9 +49,9 @@ static void test_jwt_rejects(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why[0] = '\0';
-		assert_int_equal(jwt_parse(bad[i], strlen(bad[i]), &c, why,
-					   sizeof(why)),
-				 -EINVAL);
+		assert_int_equal(
+			jwt_parse(bad[i], strlen(bad[i]), &c, why, sizeof(why)),
+			-EINVAL);
 		assert_true(why[0]);
 		/* the reason never quotes the token */
 		assert_null(strstr(why, "eyJ"));
@@ -70,15 +71,15 @@ static void test_token_line(void **state)
 			 0);
 	assert_int_equal(len, strlen(TOKEN));
 	assert_memory_equal(tok, TOKEN, len);
-	assert_int_equal(c8y_parse_token_line("70,abc", 6, &tok, &len, why,
-					      sizeof(why)),
-			 -EINVAL);
-	assert_int_equal(c8y_parse_token_line("71,", 3, &tok, &len, why,
-					      sizeof(why)),
-			 -EINVAL);
-	assert_int_equal(c8y_parse_token_line("71,a,b", 6, &tok, &len, why,
-					      sizeof(why)),
-			 -EINVAL);
+	assert_int_equal(
+		c8y_parse_token_line("70,abc", 6, &tok, &len, why, sizeof(why)),
+		-EINVAL);
+	assert_int_equal(
+		c8y_parse_token_line("71,", 3, &tok, &len, why, sizeof(why)),
+		-EINVAL);
+	assert_int_equal(
+		c8y_parse_token_line("71,a,b", 6, &tok, &len, why, sizeof(why)),
+		-EINVAL);
 }
 
 static void test_split_line(void **state)
