@@ -304,3 +304,14 @@ def test_operations_queued_behind_a_restart_are_not_lost(cloud):
     env.daemon()
     env.c8y.wait_lines(GW, lambda l: l == "503,c8y_Restart", timeout=20)
     env.c8y.wait_lines(GW, lambda l: l.startswith("502,c8y_Command,"), timeout=20)
+
+
+def test_last_will_tells_the_platform_the_device_is_gone(cloud):
+    env, rest = cloud()
+    config(env, rest)
+    obs = env.observer()
+    d = env.daemon()
+    env.c8y.wait_lines(GW, lambda l: l.startswith("117,"))
+    d.kill9()  # no DISCONNECT: the broker publishes the will
+    obs.wait_lines(lambda l: l.text == '400,c8y_ConnectionEvent,"Device connection was lost."',
+                   timeout=20)
