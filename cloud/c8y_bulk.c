@@ -73,6 +73,7 @@ struct c8y_bulk {
 	struct post posts[MAX_PARALLEL];
 	unsigned parallel, inflight;
 	struct store_row *rows;
+	bool *bad; /* rows[i] cannot be expressed */
 	struct prefix *prefixes;
 	size_t n_prefixes;
 	struct backoff backoff;
@@ -111,18 +112,13 @@ static void load_mo_id(struct c8y_bulk *b)
 
 static void save_mo_id(struct c8y_bulk *b)
 {
-	char tmp[4200];
-	FILE *f;
+	char line[160];
+	int n = snprintf(line, sizeof(line), "%s %s\n", b->gateway_id,
+			 b->mo_id);
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", b->mo_file);
-	f = fopen(tmp, "we");
-	if (!f)
-		return;
-	fprintf(f, "%s %s\n", b->gateway_id, b->mo_id);
-	if (fflush(f) == 0 && fsync(fileno(f)) == 0 && fclose(f) == 0)
-		rename(tmp, b->mo_file);
-	else
-		unlink(tmp);
+	/* a cache: if it cannot be written, the next start looks it up */
+	if (n > 0 && (size_t)n < sizeof(line))
+		eb_write_file(b->mo_file, line, (size_t)n, 0644);
 }
 
 static void on_identity(void *ud, const struct https_resp *r)
@@ -296,7 +292,6 @@ static void set_active(struct c8y_bulk *b, bool on)
 	if (b->active == on)
 		return;
 	b->active = on;
-	b->stats.active = on;
 	if (!on)
 		store_reserve_backlog(b->st, false);
 	/* on: reserved once a post can go (token and device id known);
@@ -417,11 +412,17 @@ static void on_posted(void *ud, const struct https_resp *r)
 	pump(b);
 }
 
-static bool post_one(struct c8y_bulk *b, const char *token)
+enum post_result {
+	POST_SENT,  /* one more post in flight */
+	POST_MORE,  /* rows taken care of without a post: call again */
+	POST_EMPTY, /* nothing left to take */
+	POST_STOP,  /* no free slot, or it failed: wait for a callback */
+};
+
+static enum post_result post_one(struct c8y_bulk *b, const char *token)
 {
 	struct post *p = NULL;
 	size_t n, used, len, nbad = 0;
-	bool *bad;
 	char *body;
 	static const char *const hdrs[] = {
 		"Content-Type: application/"
@@ -435,24 +436,20 @@ static bool post_one(struct c8y_bulk *b, const char *token)
 			break;
 		}
 	if (!p)
-		return false;
+		return POST_STOP;
 	/* one buffer per slot for the daemon's life: a megabyte allocated
 	 * and freed per post fragments the heap of a long drain */
 	if (!p->body && !(p->body = malloc(b->max_body + 1)))
-		return false;
+		return POST_STOP;
 	n = store_next_backlog(b->st, b->rows, b->batch);
 	if (!n)
-		return false;
-	bad = calloc(n, sizeof(*bad));
-	if (!bad)
-		return false;
-	body = build_body(b, p->body, n, &used, &len, bad);
+		return POST_EMPTY;
+	body = build_body(b, p->body, n, &used, &len, b->bad);
 	for (size_t i = 0; i < used; i++)
-		if (bad[i]) {
+		if (b->bad[i]) {
 			store_quarantine(b->st, &b->rows[i]);
 			nbad++;
 		}
-	free(bad);
 	if (nbad) {
 		b->stats.rows_quarantined += nbad;
 		report(b, EB_LOG_WARNING,
@@ -460,26 +457,27 @@ static bool post_one(struct c8y_bulk *b, const char *token)
 		       nbad);
 	}
 	if (!body)
-		return used > 0; /* all bad: try the next rows */
+		return used > 0 ? POST_MORE : POST_STOP; /* all bad */
 	store_lease_as(b->st, STORE_BULK, b->rows, used, &p->lease);
 	p->rows = used - nbad;
 	p->b = b;
 	if (https_request(b->h, "POST", b->url, hdrs, token, body, len,
 			  on_posted, p) < 0) {
 		store_release(b->st, &p->lease);
-		return false;
+		return POST_STOP;
 	}
 	p->busy = true;
 	b->inflight++;
 	b->stats.posts++;
 	b->stats.rows_sent += p->rows;
-	return true;
+	return POST_SENT;
 }
 
 static void pump(struct c8y_bulk *b)
 {
 	const char *token;
 	uint64_t now = eb_now_ms();
+	enum post_result r;
 
 	if (!b->active)
 		return;
@@ -505,9 +503,10 @@ static void pump(struct c8y_bulk *b)
 		return;
 	}
 	store_reserve_backlog(b->st, true);
-	while (b->inflight < b->parallel && post_one(b, token))
-		;
-	if (!b->inflight && !store_next_backlog(b->st, b->rows, 1)) {
+	do
+		r = post_one(b, token);
+	while (r == POST_SENT || r == POST_MORE);
+	if (!b->inflight && r == POST_EMPTY) {
 		uint64_t ms = eb_now_ms() - b->drain_start;
 
 		b->stats.drains++;
@@ -598,8 +597,10 @@ struct c8y_bulk *c8y_bulk_new(struct loop *loop, const struct eb_config *cfg,
 		     cfg->gateway.state_dir) < 0)
 		b->mo_file = NULL;
 	b->rows = calloc(cfg->cloud.bulk_batch, sizeof(*b->rows));
+	b->bad = calloc(cfg->cloud.bulk_batch, sizeof(*b->bad));
 	b->timer = loop_timer_new(loop, on_timer, b);
-	if (!b->url || !b->id_url || !b->mo_file || !b->rows || !b->timer ||
+	if (!b->url || !b->id_url || !b->mo_file || !b->rows || !b->bad ||
+	    !b->timer ||
 	    !b->gateway_id) {
 		eb_errf(err, -ENOMEM, "out of memory");
 		return c8y_bulk_free(b);
@@ -620,6 +621,7 @@ struct c8y_bulk *c8y_bulk_free(struct c8y_bulk *b)
 		free(b->prefixes[i].text);
 	free(b->prefixes);
 	free(b->rows);
+	free(b->bad);
 	loop_timer_free(b->timer);
 	free(b->url);
 	free(b->id_url);
@@ -643,4 +645,5 @@ bool c8y_bulk_idle(const struct c8y_bulk *b)
 void c8y_bulk_get_stats(const struct c8y_bulk *b, struct c8y_bulk_stats *s)
 {
 	*s = b->stats;
+	s->active = b->active;
 }

@@ -127,26 +127,6 @@ int c8y_split_line(const char *line, size_t len, char *buf, char **fields,
 
 /* ---- the state files -------------------------------------------------------- */
 
-static int write_file_synced(const char *path, const char *data, size_t len)
-{
-	char tmp[4200];
-	int fd, r = 0;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)
-		r = -errno ? -errno : -EIO;
-	if (close(fd) < 0 && !r)
-		r = -errno;
-	if (!r && rename(tmp, path) < 0)
-		r = -errno;
-	if (r)
-		unlink(tmp);
-	return r;
-}
-
 static void save_queue(struct c8y_ops *o, unsigned from)
 {
 	size_t len = 0;
@@ -170,7 +150,7 @@ static void save_queue(struct c8y_ops *o, unsigned from)
 		all[len + l] = '\0';
 		len += l + 1;
 	}
-	if (write_file_synced(o->queue_file, all, len) < 0)
+	if (eb_write_file(o->queue_file, all, len, 0600) < 0)
 		report(o, EB_LOG_ERR, "cannot save %u queued operations to %s",
 		       o->n_queue - from, o->queue_file);
 	free(all);
@@ -370,7 +350,7 @@ static void next(struct c8y_ops *o)
 		}
 		report(o, EB_LOG_NOTICE, "%s: executing", fragment);
 		if (!strcmp(f[0], "510") &&
-		    write_file_synced(o->restart_file, "510\n", 4) < 0) {
+		    eb_write_file(o->restart_file, "510\n", 4, 0600) < 0) {
 			finish(o, -EIO,
 			       "cannot record the restart in "
 			       "state_dir");
@@ -410,13 +390,6 @@ static void on_connected(void *ud)
 	send_line(o, NULL, "500");
 	o->busy = false;
 	next(o);
-}
-
-static void on_disconnected(void *ud)
-{
-	struct c8y_ops *o = ud;
-
-	(void)o; /* the callbacks of what was in flight said it */
 }
 
 static void on_message(void *ud, const char *topic, const char *payload,
@@ -460,7 +433,7 @@ static void on_message(void *ud, const char *topic, const char *payload,
 
 static const struct cloud_ext ext = {
 	.connected = on_connected,
-	.disconnected = on_disconnected,
+	/* no disconnected(): the callbacks of what was in flight say it */
 	.message = on_message,
 };
 

@@ -70,3 +70,30 @@ int eb_fsync_dir(const char *path)
 	close(fd);
 	return r;
 }
+
+int eb_write_file(const char *path, const void *data, size_t len,
+		  unsigned mode)
+{
+	char tmp[4200];
+	int fd, e;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path,
+			     (int)getpid()) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0) {
+		e = errno ? -errno : -EIO;
+		close(fd);
+		unlink(tmp);
+		return e;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0) {
+		e = -errno;
+		unlink(tmp);
+		return e;
+	}
+	return 0;
+}

@@ -88,6 +88,12 @@ int eb_format_utc(int64_t time_ms, char *buf, size_t len);
  * Existing directories are left as they are.  0 or -errno. */
 int eb_mkdir_p(const char *path, unsigned parent_mode, unsigned mode);
 
+/* Replaces path atomically: a temporary file beside it, fsync, rename, so
+ * a power cut leaves the old file or the new one, never half of one.
+ * 0 or -errno; nothing printed. */
+int eb_write_file(const char *path, const void *data, size_t len,
+		  unsigned mode);
+
 /* fsync() of a directory, so a rename() into it survives a power cut.
  * 0 or -errno. */
 int eb_fsync_dir(const char *path);

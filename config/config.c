@@ -451,20 +451,27 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* conf.d/ beside the main file: every "*.conf", lexical (C locale) order. */
+char *config_dropin_dir(const char *main_path)
+{
+	const char *slash = strrchr(main_path, '/');
+	char *dir;
+
+	if (asprintf(&dir, "%.*s%sconf.d", slash ? (int)(slash - main_path) : 0,
+		     main_path, slash ? "/" : "") < 0)
+		return NULL;
+	return dir;
+}
+
 static void parse_dropins(struct loader *l, const char *main_path)
 {
-	_cleanup_free_ char *dir = NULL;
+	_cleanup_free_ char *dir = config_dropin_dir(main_path);
 	char *names[MAX_DROPINS];
 	size_t n = 0;
-	const char *slash = strrchr(main_path, '/');
 	struct dirent *de;
 	DIR *d;
 
-	if (asprintf(&dir, "%.*s%sconf.d", slash ? (int)(slash - main_path) : 0,
-		     main_path, slash ? "/" : "") < 0) {
-		dir = NULL;
+	if (!dir)
 		return;
-	}
 	d = opendir(dir);
 	if (!d)
 		return; /* no drop-in directory: fine */

@@ -132,6 +132,9 @@ typedef void (*config_sensor_check_fn)(struct eb_sensor_conf *s,
 
 struct eb_config *config_load(const char *path, config_sensor_check_fn check,
 			      struct eb_diags *diags);
+/* Where the drop-ins of main_path are: conf.d beside it (malloc'd). */
+char *config_dropin_dir(const char *main_path);
+
 /*
  * The same, with the drop-in conf.d/<dropin> read from `file` instead (a
  * candidate that is checked before it replaces the real one).

@@ -331,17 +331,13 @@ static int op_restart(void *ud, char *why, size_t len)
 static int op_configure(void *ud, const char *text, char *why, size_t len)
 {
 	struct daemon *d = ud;
-	const char *slash = strrchr(d->config_path, '/');
-	_cleanup_free_ char *dir = NULL, *final = NULL, *pending = NULL;
+	_cleanup_free_ char *dir = config_dropin_dir(d->config_path);
+	_cleanup_free_ char *final = NULL, *pending = NULL, *body = NULL;
 	struct eb_diags dg = { 0 };
 	struct eb_config *n;
-	FILE *f;
 	int r;
 
-	if (asprintf(&dir, "%.*s%sconf.d",
-		     slash ? (int)(slash - d->config_path) : 0, d->config_path,
-		     slash ? "/" : "") < 0 ||
-	    asprintf(&final, "%s/%s", dir, CLOUD_DROPIN) < 0 ||
+	if (!dir || asprintf(&final, "%s/%s", dir, CLOUD_DROPIN) < 0 ||
 	    asprintf(&pending, "%s.pending", final) < 0) {
 		snprintf(why, len, "out of memory");
 		return -ENOMEM;
@@ -351,18 +347,17 @@ static int op_configure(void *ud, const char *text, char *why, size_t len)
 		snprintf(why, len, "cannot create %s: %s", dir, strerror(-r));
 		return r;
 	}
-	f = fopen(pending, "we");
-	if (!f || fputs(text, f) < 0 || (text[0] && fputs("\n", f) < 0) ||
-	    fflush(f) || fsync(fileno(f))) {
-		r = -errno;
-		snprintf(why, len, "cannot write %s: %s", pending,
-			 strerror(errno));
-		if (f)
-			fclose(f);
-		unlink(pending);
-		return r ? r : -EIO;
+	if (asprintf(&body, "%s%s", text, text[0] ? "\n" : "") < 0) {
+		body = NULL;
+		snprintf(why, len, "out of memory");
+		return -ENOMEM;
 	}
-	fclose(f);
+	r = eb_write_file(pending, body, strlen(body), 0644);
+	if (r < 0) {
+		snprintf(why, len, "cannot write %s: %s", pending,
+			 strerror(-r));
+		return r;
+	}
 	n = config_load_with(d->config_path, CLOUD_DROPIN, pending,
 			     driver_check_config, &dg);
 	if (!n || dg.n) {

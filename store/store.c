@@ -1154,20 +1154,29 @@ uint64_t store_backlog(const struct store *st)
 	return n < st->stored ? n : st->stored;
 }
 
+/* Moves rows [lo, hi] to the quarantine table; returns how many. */
+static uint64_t quarantine_range(struct store *st, int64_t lo, int64_t hi,
+				 const char *reason)
+{
+	char *q = sqlite3_mprintf(
+		"INSERT INTO quarantine SELECT seq, sensor, value, time_ms, %Q "
+		"FROM samples WHERE seq BETWEEN %lld AND %lld; DELETE FROM "
+		"samples WHERE seq BETWEEN %lld AND %lld",
+		reason, (long long)lo, (long long)hi, (long long)lo,
+		(long long)hi);
+	uint64_t n = 0;
+
+	if (q && exec(st, q) == 0)
+		n = (uint64_t)sqlite3_changes(st->db);
+	sqlite3_free(q);
+	st->quarantined += n;
+	st->stored = st->stored > n ? st->stored - n : 0;
+	return n;
+}
+
 void store_quarantine(struct store *st, const struct store_row *row)
 {
-	char q[256];
-
-	snprintf(q, sizeof(q),
-		 "INSERT INTO quarantine SELECT seq, sensor, value, time_ms, "
-		 "'cannot be formatted' FROM samples WHERE seq = %lld; "
-		 "DELETE FROM samples WHERE seq = %lld",
-		 (long long)row->seq, (long long)row->seq);
-	if (exec(st, q) == 0) {
-		st->quarantined++;
-		if (st->stored)
-			st->stored--;
-	}
+	quarantine_range(st, row->seq, row->seq, "cannot be formatted");
 }
 
 uint64_t store_quarantine_lease(struct store *st, const struct store_lease *l,
@@ -1178,21 +1187,8 @@ uint64_t store_quarantine_lease(struct store *st, const struct store_lease *l,
 
 	if (h)
 		held_remove(st, h);
-	for (unsigned i = 0; i < l->n; i++) {
-		char *q = sqlite3_mprintf(
-			"INSERT INTO quarantine SELECT seq, sensor, value, "
-			"time_ms, %Q FROM samples WHERE seq BETWEEN %lld AND "
-			"%lld; DELETE FROM samples WHERE seq BETWEEN %lld AND "
-			"%lld",
-			reason, (long long)l->lo[i], (long long)l->hi[i],
-			(long long)l->lo[i], (long long)l->hi[i]);
-
-		if (q && exec(st, q) == 0)
-			n += (uint64_t)sqlite3_changes(st->db);
-		sqlite3_free(q);
-	}
-	st->quarantined += n;
-	st->stored = st->stored > n ? st->stored - n : 0;
+	for (unsigned i = 0; i < l->n; i++)
+		n += quarantine_range(st, l->lo[i], l->hi[i], reason);
 	return n;
 }
 

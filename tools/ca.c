@@ -143,7 +143,7 @@ static int bad_option(const char *cmd, int c, char **argv)
 
 /* --- files ---------------------------------------------------------------- */
 
-/* tool_write_certs()/tool_write_file(), saying what failed. */
+/* tool_write_certs()/eb_write_file(), saying what failed. */
 static int write_certs(const char *path, X509 *const *certs, size_t n)
 {
 	int r = tool_write_certs(path, certs, n);
@@ -155,7 +155,7 @@ static int write_certs(const char *path, X509 *const *certs, size_t n)
 
 static int write_text(const char *path, const char *text)
 {
-	int r = tool_write_file(path, text, strlen(text), 0644);
+	int r = eb_write_file(path, text, strlen(text), 0644);
 
 	if (r < 0)
 		tool_err("cannot write %s: %s", path, strerror(-r));

@@ -86,7 +86,7 @@ static int add_subject(X509_NAME *name, const char *subject)
 	return r;
 }
 
-/* PEM text of a BIO (memory), NUL-terminated, for tool_write_file. */
+/* PEM text of a BIO (memory), NUL-terminated, for eb_write_file. */
 static char *bio_text(BIO *b, size_t *len)
 {
 	char *p;
@@ -213,7 +213,7 @@ int cmd_cert_csr(struct tool *t, int argc, char **argv)
 		if (!strcmp(out, "-"))
 			fwrite(pem, 1, len, stdout);
 		else
-			r = tool_write_file(out, pem, len, 0644);
+			r = eb_write_file(out, pem, len, 0644);
 		free(pem);
 		if (r < 0) {
 			tool_err("cert csr: cannot write %s: %s", out,

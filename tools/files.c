@@ -1,45 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Files the tool writes (chains, CSRs, CA bookkeeping) are replaced
- * atomically: written to a temporary file, synced, then renamed, so a power
- * cut leaves the old file or the new one, never half of one.
+ * atomically through eb_write_file() (common/util.c).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../common/util.h"
 #include "tool.h"
-
-int tool_write_file(const char *path, const void *data, size_t len, mode_t mode)
-{
-	char tmp[4200];
-	int fd, e;
-
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path,
-			     (int)getpid()) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0) {
-		e = errno ? -errno : -EIO;
-		close(fd);
-		unlink(tmp);
-		return e;
-	}
-	close(fd);
-	if (rename(tmp, path) < 0) {
-		e = -errno;
-		unlink(tmp);
-		return e;
-	}
-	return 0;
-}
 
 int tool_write_certs(const char *path, X509 *const *certs, size_t n)
 {
@@ -53,7 +24,7 @@ int tool_write_certs(const char *path, X509 *const *certs, size_t n)
 			goto out;
 	if (mem) {
 		len = BIO_get_mem_data(mem, &pem);
-		r = len >= 0 ? tool_write_file(path, pem, (size_t)len, 0644)
+		r = len >= 0 ? eb_write_file(path, pem, (size_t)len, 0644)
 			     : -EIO;
 	}
 out:

@@ -35,11 +35,7 @@ void tool_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int tool_read_secret(const char *path, const char *prompt, char *buf,
 		     size_t len);
 
-/* Replaces path atomically (temporary file, fsync, rename). 0 or -errno;
- * nothing printed. */
-int tool_write_file(const char *path, const void *data, size_t len,
-		    mode_t mode);
-/* The certificates as PEM, in order, through tool_write_file (0644). */
+/* The certificates as PEM, in order, through eb_write_file (0644). */
 int tool_write_certs(const char *path, X509 *const *certs, size_t n);
 /* Up to max PEM certificates of path; -ENOENT, -EINVAL when none. */
 int tool_read_certs(const char *path, X509 **certs, size_t max, size_t *n);
