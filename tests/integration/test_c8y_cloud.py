@@ -315,3 +315,27 @@ def test_last_will_tells_the_platform_the_device_is_gone(cloud):
     d.kill9()  # no DISCONNECT: the broker publishes the will
     obs.wait_lines(lambda l: l.text == '400,c8y_ConnectionEvent,"Device connection was lost."',
                    timeout=20)
+
+
+@pytest.mark.parametrize("status,logged", [
+    (413, r"HTTP 413: the platform wants smaller posts; now 500 measurements each"),
+    (403, r"HTTP 403: not this device's to write; looking the device up again"),
+])
+def test_413_halves_the_batch_and_403_looks_the_device_up_again(cloud, status, logged):
+    env, rest = cloud()
+    make_backlog(env.state_dir / "queue.db", 30000, sensor_names(2))
+    rest.fail_next(1, status)
+    config(env, rest, bulk_parallel=1)
+    d = env.daemon()
+    d.wait_for_log(logged, timeout=30)
+    got = wait_until(lambda: (lambda g: g if sum(g.values()) >= 30000 else None)(
+        backlog_values(env, rest)), 60, what=f"the backlog after a {status}")
+    assert max(got.values()) == 1 and len(got) == 30000
+    posts = [r for r in rest.requests if r.method == "POST"]
+    i = next(k for k, r in enumerate(posts) if r.status == status)
+    if status == 413:
+        after = [r.n_measurements for r in posts[i + 1:]]
+        assert after and max(after) == 500, after[:5]
+    else:
+        lookups = [r for r in rest.requests if r.method == "GET"]
+        assert len(lookups) >= 2, "the device was not looked up again"
