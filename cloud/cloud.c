@@ -359,6 +359,12 @@ bool cloud_idle(const struct cloud *c)
 	return c->win_n == 0;
 }
 
+int cloud_try_tls(struct cloud *c, SSL_CTX *tls,
+		  void (*done)(void *ud, bool ok, const char *reason), void *ud)
+{
+	return mqtt_try_tls(c->mqtt, tls, done, ud);
+}
+
 void cloud_stop(struct cloud *c)
 {
 	mqtt_stop(c->mqtt);

@@ -72,6 +72,15 @@ int cloud_subscribe(struct cloud *c, const char *topic);
  */
 int cloud_publish(struct cloud *c, const char *topic, const char *payload,
 		  size_t len, void (*done)(void *ud, bool ok), void *ud);
+/*
+ * Switches the connection to a renewed certificate and key if the broker
+ * accepts them (see mqtt_try_tls()); done() says whether it did.  What was
+ * in flight is offered again on the next connection, as after any
+ * reconnect.
+ */
+int cloud_try_tls(struct cloud *c, SSL_CTX *tls,
+		  void (*done)(void *ud, bool ok, const char *reason),
+		  void *ud);
 /* The profile's uplink topic (where s/us lines go). */
 const char *cloud_uplink_topic(const struct cloud *c);
 

@@ -253,6 +253,13 @@ static int c8y_format_event(const char *type, const char *severity,
 	size_t o = 0;
 	int r;
 
+	/* 306 clears the active alarm of that type */
+	if (severity && !strcmp(severity, "CLEARED")) {
+		if ((r = append(buf, len, &o, "306,")) < 0 ||
+		    (r = append_field(buf, len, &o, type)) < 0)
+			return r;
+		return (int)o;
+	}
 	r = c8y_format_time(time_ms, when, sizeof(when));
 	if (r < 0)
 		return r;

@@ -337,6 +337,27 @@ unsigned https_inflight(const struct https *h)
 	return h->inflight;
 }
 
+int https_set_client(struct https *h, const char *cert_file,
+		     const char *key_uri)
+{
+	char *c, *k;
+
+	if (!h->cert_file)
+		return 0; /* no client certificate in use */
+	c = strdup(cert_file);
+	k = strdup(key_uri);
+	if (!c || !k) {
+		free(c);
+		free(k);
+		return -ENOMEM;
+	}
+	free(h->cert_file);
+	free(h->key_uri);
+	h->cert_file = c;
+	h->key_uri = k;
+	return 0;
+}
+
 struct https *https_new(struct loop *loop, const struct https_opts *o,
 			struct eb_err *err)
 {

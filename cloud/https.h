@@ -54,6 +54,10 @@ struct https *https_free(struct https *h);
 int https_request(struct https *h, const char *method, const char *url,
 		  const char *const *headers, const char *bearer,
 		  const char *body, size_t len, https_done_fn done, void *ud);
+/* Requests from now on present this chain and key (a renewal), if this
+ * client presents one at all.  0 or -ENOMEM. */
+int https_set_client(struct https *h, const char *cert_file,
+		     const char *key_uri);
 unsigned https_inflight(const struct https *h);
 
 #endif

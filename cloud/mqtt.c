@@ -63,6 +63,12 @@ struct mqtt {
 	unsigned long failures;
 	int connack;  /* last CONNACK code, -1 none */
 	int sock_err; /* SO_ERROR of a socket that hung up */
+	/* mqtt_try_tls(): the attempt under way uses a new context; the
+	 * previous one comes back if it fails */
+	bool trial;
+	SSL_CTX *trial_prev;
+	mqtt_trial_fn trial_done;
+	void *trial_ud;
 };
 
 static void report(struct mqtt *m, enum eb_log_level lvl, const char *fmt, ...)
@@ -240,7 +246,16 @@ static void lost(struct mqtt *m, int rc)
 		n = strlen(reason);
 		if (hint && n < sizeof(reason))
 			snprintf(reason + n, sizeof(reason) - n, " (%s)", hint);
-		fail(m, reason);
+		if (m->trial) {
+			/* the new credentials failed, not the link: back to
+			 * the old ones at once */
+			m->trial = false;
+			m->o.tls = m->trial_prev;
+			backoff_reset(&m->backoff);
+			m->trial_done(m->trial_ud, false, reason);
+		} else {
+			fail(m, reason);
+		}
 	}
 	m->last_log_err[0] = '\0';
 	m->connack = -1;
@@ -411,6 +426,10 @@ static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
 	clear_failures(m);
 	report(m, EB_LOG_NOTICE, "connected to %s:%u as '%s'", m->host,
 	       m->o.port, m->client_id);
+	if (m->trial) {
+		m->trial = false;
+		m->trial_done(m->trial_ud, true, NULL);
+	}
 	if (m->h->connected)
 		m->h->connected(m->ud);
 }
@@ -508,25 +527,54 @@ void mqtt_start(struct mqtt *m)
 	attempt(m);
 }
 
+/* A clean DISCONNECT (no last will), flushed on the non-blocking socket. */
+static void say_goodbye(struct mqtt *m)
+{
+	mosquitto_disconnect(m->mosq);
+	for (int i = 0; i < 10 && mosquitto_want_write(m->mosq); i++)
+		if (mosquitto_loop_write(m->mosq, 1) != MOSQ_ERR_SUCCESS)
+			break;
+	report(m, EB_LOG_INFO, "disconnected from %s:%u", m->host, m->o.port);
+}
+
 void mqtt_stop(struct mqtt *m)
 {
 	bool was_connected = m->state == ST_CONNECTED;
 
 	/* First, so the disconnect callback knows this one is ours. */
 	m->state = ST_STOPPED;
-	if (was_connected) {
-		mosquitto_disconnect(m->mosq);
-		/* flush the DISCONNECT; the socket is non-blocking */
-		for (int i = 0; i < 10 && mosquitto_want_write(m->mosq); i++)
-			if (mosquitto_loop_write(m->mosq, 1) !=
-			    MOSQ_ERR_SUCCESS)
-				break;
-		report(m, EB_LOG_INFO, "disconnected from %s:%u", m->host,
-		       m->o.port);
-	}
+	if (was_connected)
+		say_goodbye(m);
 	unwatch(m);
 	loop_timer_disarm(m->misc_timer);
 	loop_timer_disarm(m->retry_timer);
+}
+
+int mqtt_try_tls(struct mqtt *m, SSL_CTX *tls, mqtt_trial_fn done, void *ud)
+{
+	bool was_connected = m->state == ST_CONNECTED;
+
+	if (m->trial || m->state == ST_STOPPED)
+		return -EBUSY;
+	/* a connection with other credentials is a new session: the old
+	 * one ends cleanly first (the broker would drop it anyway) */
+	m->state = ST_WAITING;
+	if (was_connected)
+		say_goodbye(m);
+	unwatch(m);
+	loop_timer_disarm(m->retry_timer);
+	if (was_connected && m->h->disconnected)
+		m->h->disconnected(m->ud);
+	m->trial = true;
+	m->trial_prev = m->o.tls;
+	m->trial_done = done;
+	m->trial_ud = ud;
+	m->o.tls = tls;
+	clear_failures(m);
+	report(m, EB_LOG_NOTICE, "connecting to %s:%u with the new certificate",
+	       m->host, m->o.port);
+	attempt(m);
+	return 0;
 }
 
 bool mqtt_connected(const struct mqtt *m)

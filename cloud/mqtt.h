@@ -57,6 +57,17 @@ bool mqtt_connected(const struct mqtt *m);
 int mqtt_publish(struct mqtt *m, const char *topic, const void *payload,
 		 size_t len, int qos, int *mid);
 int mqtt_subscribe(struct mqtt *m, const char *topic, int qos);
+/*
+ * Reconnects at once with another TLS context (a renewed certificate and
+ * key), ending the current session cleanly.  If the broker accepts it,
+ * the context stays in use (the caller keeps it alive as long as the
+ * transport) and done(ud, true, NULL) runs before the connected handler.
+ * If that attempt fails, the previous context is restored, done(ud, false,
+ * reason) runs, and the next attempt uses the old credentials.
+ * 0, or -EBUSY during another trial or after mqtt_stop().
+ */
+typedef void (*mqtt_trial_fn)(void *ud, bool ok, const char *reason);
+int mqtt_try_tls(struct mqtt *m, SSL_CTX *tls, mqtt_trial_fn done, void *ud);
 /* Has every queued packet been written to the socket? */
 bool mqtt_idle(const struct mqtt *m);
 

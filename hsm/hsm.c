@@ -217,6 +217,29 @@ EVP_PKEY *hsm_key(struct hsm *h)
 	return h->key;
 }
 
+/* The engine is logged in already (libp11 keeps the session), so this
+ * makes no new login attempt for a key on the same token. */
+EVP_PKEY *hsm_load_key(struct hsm *h, const char *key_uri, struct eb_err *err)
+{
+	char detail[1024];
+	EVP_PKEY *key = ENGINE_load_private_key(h->engine, key_uri, NULL, NULL);
+
+	if (!key) {
+		hsm_openssl_errors(detail, sizeof(detail));
+		eb_errf(err, -ENOKEY,
+			"private key %s not found on the token or not "
+			"usable%s%s",
+			key_uri, detail[0] ? ": " : "", detail);
+	}
+	return key;
+}
+
+void hsm_set_key(struct hsm *h, EVP_PKEY *key)
+{
+	EVP_PKEY_free(h->key);
+	h->key = key;
+}
+
 void *hsm_engine(struct hsm *h)
 {
 	return h->engine;
@@ -278,6 +301,13 @@ static bool is_ip_address(const char *host)
 SSL_CTX *hsm_tls_ctx(struct hsm *h, const char *cert_file, const char *ca_file,
 		     const char *host, struct eb_err *err)
 {
+	return hsm_tls_ctx_key(h->key, cert_file, ca_file, host, err);
+}
+
+SSL_CTX *hsm_tls_ctx_key(EVP_PKEY *key, const char *cert_file,
+			 const char *ca_file, const char *host,
+			 struct eb_err *err)
+{
 	char detail[1024];
 	X509_VERIFY_PARAM *param;
 	struct verify_state *vs;
@@ -304,7 +334,7 @@ SSL_CTX *hsm_tls_ctx(struct hsm *h, const char *cert_file, const char *ca_file,
 			cert_file, detail);
 		goto fail;
 	}
-	if (SSL_CTX_use_PrivateKey(ctx, h->key) != 1) {
+	if (SSL_CTX_use_PrivateKey(ctx, key) != 1) {
 		hsm_openssl_errors(detail, sizeof(detail));
 		eb_errf(err, -EINVAL,
 			"the token key does not match the certificate in %s: "

@@ -39,6 +39,13 @@ struct hsm *hsm_close(struct hsm *h);
 /* The token key (owned by h). */
 EVP_PKEY *hsm_key(struct hsm *h);
 
+/*
+ * Another key on the same token (a renewal's new key), without a new
+ * login.  The caller owns it; NULL with err set if it cannot be loaded.
+ */
+EVP_PKEY *hsm_load_key(struct hsm *h, const char *key_uri, struct eb_err *err);
+/* Makes key (taken over) the one hsm_key() returns; the old one is freed. */
+void hsm_set_key(struct hsm *h, EVP_PKEY *key);
 /* The engine (owned by h), for libcurl's CURLOPT_SSLENGINE and friends. */
 void *hsm_engine(struct hsm *h);
 
@@ -50,6 +57,10 @@ void *hsm_engine(struct hsm *h);
 SSL_CTX *hsm_tls_ctx(struct hsm *h, const char *cert_file, const char *ca_file,
 		     const char *host, struct eb_err *err);
 
+/* The same with another token key (from hsm_load_key()). */
+SSL_CTX *hsm_tls_ctx_key(EVP_PKEY *key, const char *cert_file,
+			 const char *ca_file, const char *host,
+			 struct eb_err *err);
 /*
  * The reason the last handshake on a context from hsm_tls_ctx() failed
  * certificate verification ("hostname mismatch", "unable to get local

@@ -64,7 +64,8 @@ struct store_event {
 	int64_t id;
 	char type[64];
 	char severity[16]; /* "" for an event, else an alarm: CRITICAL, MAJOR,
-			    * MINOR or WARNING */
+			    * MINOR or WARNING; CLEARED ends the active
+			    * alarm of that type */
 	char text[320];
 	int64_t time_ms;
 };
