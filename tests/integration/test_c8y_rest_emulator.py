@@ -473,8 +473,10 @@ def test_curl_keepalive_expect_continue_and_mtls(emu, pki, tmp_path):
 
 @pytest.mark.parametrize("record", ["full", "counter", "none"])
 def test_self_load_keepalive(tmp_path, pki, record):
-    """200 batches of 500 over one keep-alive connection (the bench needs
-    1,000,000 in 2000 requests within 30 s, daemon included)."""
+    """200 batches of 500 over one keep-alive connection, each measurement
+    counted exactly once.  The rate is printed for the record, never
+    asserted: a timed test on shared cores fails for the neighbours' load
+    (bench/bulk_drain.py is where the emulator's speed matters)."""
     with C8yRest(tmp_path / "c8y", pki, secret=SECRET, record=record, mtls_port=False) as e:
         tok = e.mint(GW)
         moid = e.register(GW)
@@ -511,8 +513,6 @@ def test_self_load_keepalive(tmp_path, pki, record):
                   "(client in the same process)")
         print(figure)
         (tmp_path.parent / f"selfload-{record}.txt").write_text(figure + "\n")
-        # the bench needs 2000 requests in < 30 s with the daemon on the same cores
-        assert rps > 2000 / 30, figure
 
 
 # -- delay proxy ---------------------------------------------------------------
@@ -608,8 +608,9 @@ def test_proxy_bulk_is_pipelined_and_half_close():
             elapsed = time.perf_counter() - t0
         n, digest = reply.decode().split()
         assert int(n) == len(data) and digest == hashlib.sha256(data).hexdigest()
-        # stop-and-wait with 256 KiB chunks would need 80 x 50 ms = 4 s
-        assert elapsed < 2.0, f"20 MiB took {elapsed:.2f}s through a 25 ms proxy"
+        # stop-and-wait with 256 KiB chunks sleeps at least 80 x 50 ms = 4 s
+        # whatever the machine's load: below that, chunks overlapped
+        assert elapsed < 4.0, f"20 MiB took {elapsed:.2f}s through a 25 ms proxy"
         assert elapsed >= 0.050  # request and answer each waited once
         print(f"20 MiB through the 25 ms proxy in {elapsed:.2f}s "
               f"({len(data) / elapsed / 1e6:.0f} MB/s)")
