@@ -30,18 +30,19 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 LIB_SRC := common/util.c common/sample.c \
 	   config/config.c \
 	   daemon/loop.c \
-	   hsm/hsm.c hsm/certcheck.c hsm/p11.c \
+	   hsm/hsm.c hsm/certcheck.c hsm/p11.c hsm/renewal.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
 	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \
 	   cloud/c8y_ops.c
-DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c
+DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c \
+	      daemon/renew.c
 TOOL_SRC   := $(sort $(wildcard tools/*.c))
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers \
-	      test_pack test_store test_certcheck test_c8y
+	      test_pack test_store test_certcheck test_c8y test_renewal
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)

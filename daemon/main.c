@@ -32,6 +32,7 @@
 #include "../store/store.h"
 #include "log.h"
 #include "loop.h"
+#include "renew.h"
 #include "sdnotify.h"
 #include "sensors.h"
 
@@ -54,10 +55,13 @@ struct daemon {
 	struct c8y_token *token;
 	struct c8y_bulk *bulk;
 	struct c8y_ops *ops;
+	struct renew *renew;
 	struct sensors *sensors;
 	struct loop_timer *watchdog;
 	struct loop_timer *shutdown;
 	struct loop_timer *cert_timer;
+	/* the key and chain in use (a renewal changes them while running) */
+	char *key_uri, *cert_file;
 	uint64_t watchdog_ms;
 	uint64_t shutdown_deadline;
 	bool stopping;
@@ -263,11 +267,11 @@ static void reload(struct daemon *d)
 		return;
 	}
 	if (!same_str(n->gateway.id, d->cfg->gateway.id) ||
-	    !same_str(n->hsm.key, d->cfg->hsm.key) ||
+	    !same_str(n->hsm.key, d->key_uri) ||
 	    !same_str(n->hsm.module, d->cfg->hsm.module) ||
 	    !same_str(n->cloud.host, d->cfg->cloud.host) ||
 	    n->cloud.port != d->cfg->cloud.port ||
-	    !same_str(n->cloud.cert_file, d->cfg->cloud.cert_file) ||
+	    !same_str(n->cloud.cert_file, d->cert_file) ||
 	    !same_str(n->cloud.ca_file, d->cfg->cloud.ca_file))
 		log_warning("main",
 			    "[gateway]/[hsm]/[cloud] changes take effect "
@@ -283,6 +287,7 @@ static void reload(struct daemon *d)
 	log_info("main", "reloaded: %zu sensors",
 		 d->sensors ? sensors_count(d->sensors) : 0);
 	status(d);
+	renew_check(d->renew);
 }
 
 /* ---- what the platform's operations do --------------------------------- */
@@ -405,6 +410,34 @@ static int op_relay(void *ud, bool closed, char *why, size_t len)
 	return 0;
 }
 
+/* A renewed certificate and key passed their test connection and are
+ * committed: everything that presents them switches too. */
+static void on_renewed(void *ud, EVP_PKEY *key, SSL_CTX *tls,
+		       const char *key_uri, const char *cert_file)
+{
+	struct daemon *d = ud;
+	char *k = strdup(key_uri), *c = strdup(cert_file);
+
+	hsm_set_key(d->hsm, key);
+	SSL_CTX_free(d->tls);
+	d->tls = tls;
+	if (!k || !c) {
+		free(k);
+		free(c);
+		log_error("main", "out of memory");
+		return;
+	}
+	free(d->key_uri);
+	free(d->cert_file);
+	d->key_uri = k;
+	d->cert_file = c;
+	if ((d->https && https_set_client(d->https, c, k) < 0) ||
+	    (d->https_mtls && https_set_client(d->https_mtls, c, k) < 0))
+		log_error("main", "out of memory");
+	if (d->cert_timer)
+		loop_timer_arm_in(d->cert_timer, 0);
+}
+
 /* Cumulocity's companions: operations always, the token and the bulk
  * drain when [cloud] bulk is on. */
 static int start_c8y(struct daemon *d)
@@ -492,12 +525,12 @@ static void check_cert_expiry(struct loop *l, struct loop_timer *t, void *ud)
 	char date[32], text[320];
 
 	(void)l;
-	if (certcheck_leaf_expiry(d->cfg->cloud.cert_file, time(NULL), &left,
-				  date, sizeof(date)) == 0 &&
+	if (certcheck_leaf_expiry(d->cert_file, time(NULL), &left, date,
+				  sizeof(date)) == 0 &&
 	    left < (int64_t)(d->cfg->cloud.cert_warn_ms / 1000)) {
 		snprintf(text, sizeof(text),
 			 "the device certificate of %s expires on %s (in %lld "
-			 "days): renew it (edgebridge cert csr, then cert "
+			 "days): renew it (edgebridge cert renew, then cert "
 			 "install)",
 			 d->cfg->gateway.id, date, (long long)(left / 86400));
 		log_warning("cert", "%s", text);
@@ -643,6 +676,19 @@ static int run(struct daemon *d)
 		if (r != EB_EXIT_OK)
 			return r;
 	}
+	d->key_uri = strdup(d->cfg->hsm.key);
+	d->cert_file = strdup(d->cfg->cloud.cert_file);
+	{
+		const struct renew_host rh = { .switched = on_renewed,
+					       .ud = d };
+
+		d->renew = renew_new(d->loop, d->cfg, d->config_path, d->hsm,
+				     d->cloud, d->st, &rh, log_msg);
+	}
+	if (!d->key_uri || !d->cert_file || !d->renew) {
+		log_error("main", "out of memory");
+		return EB_EXIT_FAILURE;
+	}
 	d->shutdown = loop_timer_new(d->loop, on_shutdown_tick, d);
 	d->sensors = sensors_new(d->loop, d->cfg, d->st,
 				 d->cfg->store.ram_samples, on_samples, d);
@@ -693,6 +739,9 @@ static void teardown(struct daemon *d)
 	d->https = https_free(d->https);
 	d->https_mtls = https_free(d->https_mtls);
 	d->cloud = cloud_free(d->cloud);
+	d->renew = renew_free(d->renew); /* after the transport using it */
+	free(d->key_uri);
+	free(d->cert_file);
 	loop_timer_free(d->watchdog);
 	loop_timer_free(d->shutdown);
 	loop_timer_free(d->cert_timer);

@@ -330,6 +330,27 @@ static int pct_decode(const char *s, const char *end, char *buf, size_t len)
 	return 0;
 }
 
+int p11_uri_attr(const char *uri, const char *attr, char *buf, size_t len)
+{
+	size_t alen = strlen(attr);
+	const char *s, *end;
+
+	if (!uri || strncmp(uri, "pkcs11:", 7))
+		return -EINVAL;
+	s = uri + 7;
+	end = s + strcspn(s, "?");
+	while (s < end) {
+		const char *semi = memchr(s, ';', (size_t)(end - s));
+		const char *stop = semi ? semi : end;
+
+		if ((size_t)(stop - s) > alen && !strncmp(s, attr, alen) &&
+		    s[alen] == '=')
+			return pct_decode(s + alen + 1, stop, buf, len);
+		s = semi ? semi + 1 : end;
+	}
+	return -ENOENT;
+}
+
 struct token_match {
 	char token[P11_LABEL_MAX], manufacturer[P11_LABEL_MAX];
 	char model[17], serial[17];
@@ -755,6 +776,48 @@ int p11_create_key(struct p11 *p, const struct p11_key_spec *spec,
 			       "CKA_SENSITIVE/CKA_EXTRACTABLE");
 	}
 	return 0;
+}
+
+int p11_store_cert(struct p11 *p, const char *label, const unsigned char *id,
+		   size_t id_len, const struct p11_cert_der *c,
+		   struct eb_err *err)
+{
+	static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	static CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	static CK_CERTIFICATE_TYPE type = CKC_X_509;
+	CK_ATTRIBUTE find[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_ID, (void *)id, (CK_ULONG)id_len },
+	};
+	CK_ATTRIBUTE tmpl[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_CERTIFICATE_TYPE, &type, sizeof(type) },
+		{ CKA_TOKEN, &yes, sizeof(yes) },
+		{ CKA_PRIVATE, &no, sizeof(no) },
+		{ CKA_LABEL, (void *)label, (CK_ULONG)strlen(label) },
+		{ CKA_ID, (void *)id, (CK_ULONG)id_len },
+		{ CKA_SUBJECT, (void *)c->subject, (CK_ULONG)c->subject_len },
+		{ CKA_ISSUER, (void *)c->issuer, (CK_ULONG)c->issuer_len },
+		{ CKA_SERIAL_NUMBER, (void *)c->serial,
+		  (CK_ULONG)c->serial_len },
+		{ CKA_VALUE, (void *)c->value, (CK_ULONG)c->value_len },
+	};
+	CK_OBJECT_HANDLE old[8], obj;
+	int n = find_objects(p, find, 2, old, 8, err);
+	CK_RV rv;
+
+	if (n < 0)
+		return n;
+	rv = p->f->C_CreateObject(p->session, tmpl, EB_ARRAY_SIZE(tmpl), &obj);
+	if (rv != CKR_OK)
+		return eb_errf(err, rv_errno(rv),
+			       "the token refused to store the certificate: %s",
+			       rv_name(rv));
+	/* only a certificate for the same key is replaced, and only once
+	 * its successor is stored */
+	for (int i = 0; i < n; i++)
+		p->f->C_DestroyObject(p->session, old[i]);
+	return n;
 }
 
 static void describe_key(struct p11 *p, CK_OBJECT_HANDLE o,

@@ -125,6 +125,22 @@ int p11_create_key(struct p11 *p, const struct p11_key_spec *spec,
 int p11_list_keys(struct p11 *p, struct p11_key_info **out, size_t *n,
 		  struct eb_err *err);
 
+/* A certificate's DER parts, as PKCS#11 stores them. */
+struct p11_cert_der {
+	const unsigned char *value, *subject, *issuer, *serial;
+	size_t value_len, subject_len, issuer_len, serial_len;
+};
+/*
+ * Stores a certificate object (public, on the token) with the label and
+ * CKA_ID of its key, so PKCS#11 tools and libp11 find the pair; replaces a
+ * certificate already stored for that id.  Returns how many were replaced.
+ */
+int p11_store_cert(struct p11 *p, const char *label, const unsigned char *id,
+		   size_t id_len, const struct p11_cert_der *c,
+		   struct eb_err *err);
+/* The decoded value of one path attribute of an RFC 7512 URI ("object",
+ * "token", ...): 0, -ENOENT when absent, -EINVAL, -ENAMETOOLONG. */
+int p11_uri_attr(const char *uri, const char *attr, char *buf, size_t len);
 /*
  * "pkcs11:token=T;object=O;type=private" with both values escaped per
  * RFC 7512 (never a PIN).  Returns the length, or -ENOSPC.

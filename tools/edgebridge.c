@@ -43,8 +43,12 @@ static const struct {
 	  "[CHAIN.pem] [--cloud cumulocity|thingsboard]: every rule the "
 	  "cloud enforces" },
 	{ "cert", "install", cmd_cert_install,
-	  "CHAIN.pem: verify against the token key, order, install as "
-	  "cloud.cert_file (the previous one kept)" },
+	  "CHAIN.pem [--on-token]: verify against the token key (or a "
+	  "renewal's), order, install (the previous one kept)" },
+	{ "cert", "renew", cmd_cert_renew,
+	  "-o CSR [--type T] [--label L] | --status | --cancel: a new key "
+	  "on the token and its CSR; edgebridged switches after a test "
+	  "connection" },
 	{ "cert", "export", cmd_cert_export,
 	  "--ca PEM | --p12 FILE: what the cloud's trust store takes" },
 	{ "ca", "init", cmd_ca_init,

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../hsm/p11.h"
@@ -751,5 +752,164 @@ int cmd_key_list(struct tool *t, int argc, char **argv)
 	}
 	if (t->json)
 		puts("]");
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* for cert renew and cert install --on-token */
+
+/* The key the URI names among keys (by its object label). */
+static const struct p11_key_info *key_of_uri(const struct p11_key_info *keys,
+					     size_t n, const char *uri,
+					     char *label, size_t len)
+{
+	if (p11_uri_attr(uri, "object", label, len) < 0)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (streq(keys[i].label, label))
+			return &keys[i];
+	return NULL;
+}
+
+/* Logs in to the configured token and lists its private keys. */
+static int login_list_keys(struct tool *t, struct p11 **p,
+			   struct p11_token_info *tk,
+			   struct p11_key_info **keys, size_t *n)
+{
+	struct eb_err err = { "" };
+	int r = login_token(t, p, NULL, NULL, tk);
+
+	if (r)
+		return r;
+	r = p11_list_keys(*p, keys, n, &err);
+	return r < 0 ? fail(r, &err) : 0;
+}
+
+int tool_renew_key(struct tool *t, const char *type, const char *label,
+		   char *uri, size_t uri_len)
+{
+	_cleanup_free_ struct p11_key_info *keys = NULL;
+	_cleanup_p11_ struct p11 *p = NULL;
+	const struct p11_key_info *cur;
+	struct p11_key_spec spec;
+	struct p11_token_info tk;
+	struct eb_err err = { "" };
+	unsigned char id[8];
+	char cur_label[P11_LABEL_MAX * 4], fresh[P11_LABEL_MAX * 4 + 16];
+	size_t n;
+	int r;
+
+	if (type && parse_type(type, &spec) < 0)
+		return EB_EXIT_USAGE;
+	r = login_list_keys(t, &p, &tk, &keys, &n);
+	if (r)
+		return r;
+	cur = key_of_uri(keys, n, t->cfg->hsm.key, cur_label,
+			 sizeof(cur_label));
+	if (!type) {
+		if (!cur || (cur->kind != P11_KEY_RSA && !cur->bits) ||
+		    cur->kind == P11_KEY_OTHER) {
+			tool_err("cert renew: cannot tell the type of the "
+				 "current key %s; give --type",
+				 t->cfg->hsm.key);
+			return EB_EXIT_USAGE;
+		}
+		spec = (struct p11_key_spec){ cur->kind, cur->bits };
+	}
+	if (!label) {
+		/* <current label>-<UTC date>, then -2, -3... */
+		char date[16];
+		time_t now = time(NULL);
+		struct tm tm;
+
+		gmtime_r(&now, &tm);
+		strftime(date, sizeof(date), "%Y%m%d", &tm);
+		for (int k = 1; k < 100; k++) {
+			snprintf(fresh, sizeof(fresh), "%.40s-%s%s%.0d",
+				 cur ? cur_label : "device", date,
+				 k > 1 ? "-" : "", k > 1 ? k : 0);
+			r = p11_find_label(p, fresh, &err);
+			if (r <= 0)
+				break;
+		}
+		if (r < 0)
+			return fail(r, &err);
+		label = fresh;
+	} else {
+		r = p11_find_label(p, label, &err);
+		if (r < 0)
+			return fail(r, &err);
+		if (r > 0) {
+			tool_err(
+				"token '%s' already has an object labelled "
+				"'%s'; keys are never replaced: choose another "
+				"--label",
+				tk.label, label);
+			return EB_EXIT_FAILURE;
+		}
+	}
+	do {
+		if (RAND_bytes(id, sizeof(id)) != 1) {
+			tool_err("cannot generate a random key id");
+			return EB_EXIT_FAILURE;
+		}
+		r = p11_find_key_id(p, id, sizeof(id), &err);
+	} while (r > 0);
+	if (r < 0)
+		return fail(r, &err);
+	r = p11_create_key(p, &spec, label, id, sizeof(id), &err);
+	if (r < 0)
+		return fail(r, &err);
+	if (p11_format_uri(uri, uri_len, tk.label, label) < 0) {
+		tool_err("the key URI is too long");
+		return EB_EXIT_FAILURE;
+	}
+	return 0;
+}
+
+int tool_store_leaf(struct tool *t, const char *key_uri, X509 *leaf)
+{
+	_cleanup_free_ struct p11_key_info *keys = NULL;
+	_cleanup_p11_ struct p11 *p = NULL;
+	const struct p11_key_info *k;
+	struct p11_token_info tk;
+	struct eb_err err = { "" };
+	unsigned char *value = NULL, *subject = NULL, *issuer = NULL;
+	unsigned char *serial = NULL;
+	char label[P11_LABEL_MAX * 4];
+	int lv, ls, li, lsn;
+	size_t n;
+	int r;
+
+	r = login_list_keys(t, &p, &tk, &keys, &n);
+	if (r)
+		return r;
+	k = key_of_uri(keys, n, key_uri, label, sizeof(label));
+	if (!k) {
+		tool_err("--on-token: no private key on token '%s' matches %s",
+			 tk.label, key_uri);
+		return EB_EXIT_FAILURE;
+	}
+	lv = i2d_X509(leaf, &value);
+	ls = i2d_X509_NAME(X509_get_subject_name(leaf), &subject);
+	li = i2d_X509_NAME(X509_get_issuer_name(leaf), &issuer);
+	lsn = i2d_ASN1_INTEGER(X509_get_serialNumber(leaf), &serial);
+	if (lv <= 0 || ls <= 0 || li <= 0 || lsn <= 0) {
+		r = -ENOMEM;
+		eb_errf(&err, r, "cannot encode the certificate");
+	} else {
+		const struct p11_cert_der der = {
+			value,	    subject,	issuer,	    serial,
+			(size_t)lv, (size_t)ls, (size_t)li, (size_t)lsn,
+		};
+
+		r = p11_store_cert(p, k->label, k->id, k->id_len, &der, &err);
+	}
+	OPENSSL_free(value);
+	OPENSSL_free(subject);
+	OPENSSL_free(issuer);
+	OPENSSL_free(serial);
+	if (r < 0)
+		return fail(r, &err);
 	return 0;
 }

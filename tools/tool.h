@@ -43,6 +43,14 @@ int tool_read_certs(const char *path, X509 **certs, size_t max, size_t *n);
 /* A JSON string literal of s on f (escaped). */
 void tool_json_str(FILE *f, const char *s);
 
+/* cert renew's new key: on the configured token, of the current key's type
+ * unless type is given, labelled label or <current label>-<YYYYMMDD>; its
+ * URI in uri.  0 or an exit code (the reason printed). */
+int tool_renew_key(struct tool *t, const char *type, const char *label,
+		   char *uri, size_t uri_len);
+/* Stores leaf on the token beside the key key_uri names (same CKA_ID and
+ * label).  0 or an exit code (the reason printed). */
+int tool_store_leaf(struct tool *t, const char *key_uri, X509 *leaf);
 /* Exit codes: 0 ok, 1 a check failed / operation failed, 2 usage,
  * 77 wrong PIN, 78 configuration problem (as the daemon). */
 
@@ -53,6 +61,7 @@ int cmd_key_list(struct tool *t, int argc, char **argv);
 int cmd_cert_csr(struct tool *t, int argc, char **argv);
 int cmd_cert_check(struct tool *t, int argc, char **argv);
 int cmd_cert_install(struct tool *t, int argc, char **argv);
+int cmd_cert_renew(struct tool *t, int argc, char **argv);
 int cmd_cert_export(struct tool *t, int argc, char **argv);
 int cmd_ca_init(struct tool *t, int argc, char **argv);
 int cmd_ca_intermediate(struct tool *t, int argc, char **argv);

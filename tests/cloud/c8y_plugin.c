@@ -1303,6 +1303,24 @@ static char *client_cn(const struct mosquitto *client)
 	return cn;
 }
 
+/* the certificate's serial number in hex (malloc'd), or NULL: tells a
+ * renewed certificate from the one before it */
+static char *client_serial(const struct mosquitto *client)
+{
+	X509 *cert = mosquitto_client_certificate(client);
+	char *out = NULL;
+	if (!cert)
+		return NULL;
+	BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), NULL);
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+	if (hex)
+		out = strdup(hex);
+	OPENSSL_free(hex);
+	BN_free(bn);
+	X509_free(cert);
+	return out;
+}
+
 static bool is_admin(const char *cn)
 {
 	for (size_t i = 0; i < g.n_admins; i++)
@@ -1390,6 +1408,9 @@ static int on_basic_auth(int event, void *data, void *userdata)
 	json_object_set_new(o, "xid", jstr0(xid));
 	json_object_set_new(o, "admin", json_boolean(admin));
 	json_object_set_new(o, "clean_session", json_boolean(clean));
+	char *serial = client_serial(ev->client);
+	json_object_set_new(o, "serial", jstr0(serial));
+	free(serial);
 	record("connect", o);
 	free(cn);
 	free(dev);
