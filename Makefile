@@ -134,9 +134,12 @@ integration: $(BA)/edgebridged $(BA)/edgebridge $(TEST_CLOUD)
 	EDGEBRIDGED=$(CURDIR)/$(BA)/edgebridged $(PYTHON) -m pytest -q \
 		tests/integration
 
+# check-deb (the .deb built, lintian, unpacked and checked, about a minute)
+# is part of it; check-cross (arm64/armhf) is not: see check-cross.
 check: deps
 	$(MAKE) unit
 	$(MAKE) integration
+	$(MAKE) check-deb
 
 demo: deps $(B)/edgebridged
 	$(PYTHON) scripts/demo.py
