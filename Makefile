@@ -6,6 +6,8 @@
 #   make demo       token, PKI, broker and the daemon with simulated sensors
 #   make bench      throughput and RSS figures (ratios to a baseline)
 #   make install    DESTDIR=... PREFIX=/usr
+#   make deb        build/deb/edgebridge_<version>_<arch>.deb (ARCH=arm64,
+#                   armhf cross-build); make check-deb, make check-cross
 
 VERSION   ?= 0.1.0
 PREFIX    ?= /usr/local
@@ -13,15 +15,20 @@ SBINDIR   ?= $(PREFIX)/sbin
 BINDIR    ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
 DESTDIR   ?=
+MANDIR    ?= $(PREFIX)/share/man
+# The systemd unit's place on Debian bookworm (not below PREFIX).
+UNITDIR   ?= /lib/systemd/system
 PYTHON    ?= /usr/bin/python3
+PKG_CONFIG ?= pkg-config
 
 PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
-CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 \
+WERROR    ?= -Werror
+CFLAGS    += -std=gnu11 -Wall -Wextra $(WERROR) -Wshadow -Wformat=2 \
 	     -Wno-format-nonliteral -D_GNU_SOURCE -DEB_VERSION='"$(VERSION)"'
-CPPFLAGS  += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS    += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+CPPFLAGS  += $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+LDLIBS    += $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -lm
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 	     -fno-sanitize-recover=undefined
@@ -77,25 +84,25 @@ $(BA)/obj/%.o: %.c
 
 $(B)/edgebridged: $(call objs,$(B),$(DAEMON_SRC) $(LIB_SRC))
 	$(echo_cmd) LD $@
-	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/edgebridge: $(call objs,$(B),$(TOOL_SRC) $(LIB_SRC))
 	$(echo_cmd) LD $@
-	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BA)/edgebridge: $(call objs,$(BA),$(TOOL_SRC) $(LIB_SRC))
 	$(echo_cmd) LD $@
-	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BA)/edgebridged: $(call objs,$(BA),$(DAEMON_SRC) $(LIB_SRC))
 	$(echo_cmd) LD $@
-	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests link the modules plus daemon/log.c (sensors use it).
 $(BA)/tests/%: $(BA)/obj/tests/unit/%.o $(call objs,$(BA),$(LIB_SRC) daemon/log.c daemon/sdnotify.c)
 	@mkdir -p $(dir $@)
 	$(echo_cmd) LD $@
-	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(B)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
@@ -113,17 +120,27 @@ $(B)/bench/store_growth: bench/store_growth.c store/store.c store/memq.c \
 deps:
 	@scripts/install-deps
 
+# TEST_RUNNER runs each test binary (qemu-user for a cross build).
+TEST_RUNNER ?=
 unit: $(addprefix $(BA)/tests/,$(UNIT_TESTS))
-	@set -e; for t in $^; do echo "== $$t"; $$t; done
+	@set -e; for t in $^; do echo "== $$t"; $(TEST_RUNNER) $$t; done
+
+# The same tests built as the package is (no sanitizers; the build flags
+# from the environment): debian/rules runs them, natively or under qemu.
+unit-plain:
+	$(MAKE) unit BA=build-plain SAN_FLAGS=
 
 integration: $(BA)/edgebridged $(BA)/edgebridge $(TEST_CLOUD)
 	ASAN_OPTIONS=detect_leaks=0 EDGEBRIDGE=$(CURDIR)/$(BA)/edgebridge \
 	EDGEBRIDGED=$(CURDIR)/$(BA)/edgebridged $(PYTHON) -m pytest -q \
 		tests/integration
 
+# check-deb (the .deb built, lintian, unpacked and checked, about a minute)
+# is part of it; check-cross (arm64/armhf) is not: see check-cross.
 check: deps
 	$(MAKE) unit
 	$(MAKE) integration
+	$(MAKE) check-deb
 
 demo: deps $(B)/edgebridged
 	$(PYTHON) scripts/demo.py
@@ -156,16 +173,69 @@ fuzz: $(B)/fuzz/fuzz_config
 check-style:
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
 
-install: $(B)/edgebridged $(B)/edgebridge $(B)/edgebridge
+install: $(B)/edgebridged $(B)/edgebridge
 	install -D -m 0755 $(B)/edgebridged $(DESTDIR)$(SBINDIR)/edgebridged
 	install -D -m 0755 $(B)/edgebridge $(DESTDIR)$(BINDIR)/edgebridge
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/edgebridge/conf.d
+	test -e $(DESTDIR)$(SYSCONFDIR)/edgebridge/edgebridge.conf || \
+	install -m 0644 packaging/edgebridge.conf $(DESTDIR)$(SYSCONFDIR)/edgebridge/
+	install -D -m 0644 packaging/edgebridge.service $(DESTDIR)$(UNITDIR)/edgebridge.service
+	install -D -m 0644 packaging/man/edgebridge.1 $(DESTDIR)$(MANDIR)/man1/edgebridge.1
+	install -D -m 0644 packaging/man/edgebridge.conf.5 $(DESTDIR)$(MANDIR)/man5/edgebridge.conf.5
+	install -D -m 0644 packaging/man/edgebridged.8 $(DESTDIR)$(MANDIR)/man8/edgebridged.8
+
+# ---- the Debian package ------------------------------------------------------
+# packaging/debian is the debian/ directory of a build tree assembled from the
+# files git knows (committed or not, never the ignored ones) under
+# build/deb/edgebridge-VERSION; the .deb and .buildinfo land in build/deb/.
+# ARCH=arm64 or armhf cross-builds (scripts/install-deps cross ARCH).
+ARCH      ?= $(shell dpkg --print-architecture 2>/dev/null)
+DEB_DIR   := $(B)/deb
+DEB_TREE  := $(DEB_DIR)/edgebridge-$(VERSION)
+DEB_CROSS := $(filter-out $(shell dpkg --print-architecture 2>/dev/null),$(ARCH))
+DEB       := $(DEB_DIR)/edgebridge_$(VERSION)_$(ARCH).deb
+
+deb-version:
+	@v=$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version); \
+	[ "$$v" = "$(VERSION)" ] || { echo "packaging/debian/changelog says" \
+		"$$v, the Makefile VERSION $(VERSION): make them agree" >&2; \
+		exit 1; }
+
+deb: deb-version
+	rm -rf $(DEB_TREE) && mkdir -p $(DEB_TREE)
+	git ls-files -z --cached --others --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf - 2>/dev/null | \
+		tar -C $(DEB_TREE) -xf -
+	cp -a packaging/debian $(DEB_TREE)/debian
+	cd $(DEB_TREE) && dpkg-buildpackage -us -uc -b \
+		$(if $(DEB_CROSS),-a$(ARCH) -Pcross) $(DEB_BUILD_FLAGS)
+	@echo "built $(DEB)"
+
+deb-deps:
+	@scripts/install-deps deb
+
+# The amd64 package: lintian, then installed into a throwaway root and
+# checked, and the daemon started from the shipped configuration
+# (tests/packaging/check-deb). The unit tests ran in `make unit` already.
+check-deb: deb-deps
+	$(MAKE) deb DEB_BUILD_OPTIONS=nocheck
+	tests/packaging/check-deb $(DEB)
+
+# Cross-builds for the Pi; the unit tests of each run under qemu-user.
+CROSS_ARCHS ?= arm64 armhf
+check-cross:
+	set -e; for a in $(CROSS_ARCHS); do \
+		scripts/install-deps cross $$a; \
+		$(MAKE) deb ARCH=$$a; \
+		dpkg-deb --info $(DEB_DIR)/edgebridge_$(VERSION)_$$a.deb | \
+			grep -q "Architecture: $$a"; \
+	done
 
 clean:
-	rm -rf $(B) $(BA)
+	rm -rf $(B) $(BA) build-plain
 
-.PHONY: all deps unit integration check demo bench fuzz check-style install \
-	clean
+.PHONY: all deps unit unit-plain integration check demo bench fuzz \
+	check-style install deb deb-version deb-deps check-deb check-cross clean
 .SECONDARY:
 
--include $(shell find $(B) $(BA) -name '*.d' 2>/dev/null)
+-include $(shell find $(B) $(BA) -name '*.d' -type f 2>/dev/null)

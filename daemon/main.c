@@ -67,6 +67,7 @@ struct daemon {
 	bool stopping;
 	bool kick; /* samples arrived this round */
 	int exit_code;
+	char unset[512]; /* not configured yet: the required settings unset */
 };
 
 static void usage(FILE *f)
@@ -84,11 +85,55 @@ static void usage(FILE *f)
 		"      --version       print the version and exit\n");
 }
 
-static struct eb_config *load_config(const char *path, bool to_stderr_plain)
+/*
+ * A fresh installation: the packaged file sets none of the required keys.
+ * When every problem is "section.key is required" (nothing set is wrong),
+ * collect those names into `unset` ("gateway.id, hsm.key, ...").
+ */
+static bool only_unset(const struct eb_diags *d, char *unset, size_t len)
+{
+	size_t used = 0;
+
+	if (!d->n)
+		return false;
+	unset[0] = '\0';
+	for (size_t i = 0; i < d->n; i++) {
+		const char *end = strstr(d->msg[i], " is required");
+		const char *key = end;
+
+		if (!end)
+			return false;
+		while (key > d->msg[i] && key[-1] != ' ')
+			key--;
+		/* "[sensor.x]: 'driver' is required" is a mistake, not a
+		 * key left unset */
+		if (key == d->msg[i] || *key == '\'' ||
+		    !memchr(key, '.', (size_t)(end - key)))
+			return false;
+		if (used < len)
+			used += (size_t)snprintf(unset + used, len - used,
+						 "%s%.*s", i ? ", " : "",
+						 (int)(end - key), key);
+	}
+	return true;
+}
+
+/* With `unset`, a configuration that only lacks required keys is not
+ * reported: the names are left there for the caller (and NULL returned). */
+static struct eb_config *load_config(const char *path, bool to_stderr_plain,
+				     char *unset, size_t unset_len)
 {
 	struct eb_diags d = { 0 };
 	struct eb_config *cfg = config_load(path, driver_check_config, &d);
 
+	if (unset) {
+		unset[0] = '\0';
+		if (!cfg && only_unset(&d, unset, unset_len)) {
+			diags_free(&d);
+			return NULL;
+		}
+		unset[0] = '\0';
+	}
 	for (size_t i = 0; i < d.n; i++) {
 		if (to_stderr_plain)
 			fprintf(stderr, "%s\n", d.msg[i]);
@@ -260,7 +305,7 @@ static void reload(struct daemon *d)
 	struct eb_config *n;
 
 	log_info("main", "reloading %s", d->config_path);
-	n = load_config(d->config_path, false);
+	n = load_config(d->config_path, false, NULL, 0);
 	if (!n) {
 		log_error("main", "reload failed; keeping the running "
 				  "configuration");
@@ -551,6 +596,19 @@ static void on_watchdog(struct loop *l, struct loop_timer *t, void *ud)
 	loop_timer_arm_in(t, d->watchdog_ms);
 }
 
+/* WATCHDOG=1 at half the period systemd asked for (WatchdogSec=). */
+static void start_watchdog(struct daemon *d)
+{
+	uint64_t wd_usec = 0;
+
+	if (sdn_watchdog_enabled(&wd_usec) <= 0 || !wd_usec)
+		return;
+	d->watchdog_ms = wd_usec / 2000 ? wd_usec / 2000 : 1;
+	d->watchdog = loop_timer_new(d->loop, on_watchdog, d);
+	if (d->watchdog)
+		loop_timer_arm_in(d->watchdog, d->watchdog_ms);
+}
+
 /* Before every sleep: commit what this loop round produced, in one
  * transaction (never one per sample), then publish it.  Registered before
  * the MQTT transport's own hook, which then sees what this queued. */
@@ -605,7 +663,6 @@ static int run(struct daemon *d)
 	struct cc_params cp;
 	struct cc_report rep;
 	enum hsm_fail hf;
-	uint64_t wd_usec = 0;
 	int r;
 
 	d->hsm = hsm_open(d->cfg->hsm.module, d->cfg->hsm.pin_file,
@@ -702,14 +759,7 @@ static int run(struct daemon *d)
 			   "sections to %s or its conf.d/",
 			   d->config_path);
 
-	if (sdn_watchdog_enabled(&wd_usec) > 0 && wd_usec) {
-		d->watchdog_ms = wd_usec / 2000;
-		if (!d->watchdog_ms)
-			d->watchdog_ms = 1;
-		d->watchdog = loop_timer_new(d->loop, on_watchdog, d);
-		if (d->watchdog)
-			loop_timer_arm_in(d->watchdog, d->watchdog_ms);
-	}
+	start_watchdog(d);
 
 	d->cert_timer = loop_timer_new(d->loop, check_cert_expiry, d);
 	if (d->cert_timer)
@@ -727,6 +777,92 @@ static int run(struct daemon *d)
 		return EB_EXIT_FAILURE;
 	}
 	log_stats(d);
+	return r;
+}
+
+/* ---- not configured yet ------------------------------------------------ */
+
+static void announce_unset(struct daemon *d)
+{
+	log_notice("main",
+		   "not configured yet: set %s in %s or a conf.d/*.conf "
+		   "beside it, and add [sensor.NAME] sections (see "
+		   "edgebridge.conf(5)); then reload (SIGHUP). No sensors "
+		   "are running until then",
+		   d->unset, d->config_path);
+	sdn_notifyf("STATUS=not configured: set %s; no sensors configured",
+		    d->unset);
+}
+
+static void on_signal_unset(struct loop *l, int signo, void *ud)
+{
+	struct daemon *d = ud;
+	struct eb_config *c;
+
+	switch (signo) {
+	case SIGTERM:
+	case SIGINT:
+		sdn_notify("STOPPING=1");
+		loop_quit(l, EB_EXIT_OK);
+		break;
+	case SIGHUP:
+		log_info("main", "reloading %s", d->config_path);
+		c = load_config(d->config_path, false, d->unset,
+				sizeof(d->unset));
+		if (c) {
+			/* the identity, token and cloud are set up once, at
+			 * start: the service manager starts us again */
+			log_notice("main",
+				   "configuration complete: exiting with "
+				   "status %d to be started with it",
+				   EB_EXIT_RESTART);
+			config_free(c);
+			sdn_notify("STOPPING=1");
+			loop_quit(l, EB_EXIT_RESTART);
+		} else if (d->unset[0]) {
+			announce_unset(d);
+		} else {
+			log_error("main", "fix the configuration above, then "
+					  "reload again");
+			sdn_notify("STATUS=not configured: the configuration "
+				   "has errors (edgebridged --check-config)");
+		}
+		break;
+	case SIGUSR1:
+		announce_unset(d);
+		break;
+	}
+}
+
+/*
+ * The packaged configuration sets nothing yet.  Failing would leave a
+ * failed unit behind every `apt install`; instead run idle and say what to
+ * set: READY=1, a STATUS naming the keys, watchdog pings, and SIGHUP looks
+ * again.  Nothing touches the token, the store or the network.
+ */
+static int wait_for_configuration(struct daemon *d)
+{
+	int r;
+
+	d->loop = loop_new();
+	if (!d->loop) {
+		log_error("main", "out of memory");
+		return EB_EXIT_FAILURE;
+	}
+	r = loop_signals(d->loop, loop_sigs, (int)EB_ARRAY_SIZE(loop_sigs),
+			 on_signal_unset, d);
+	if (r < 0) {
+		log_error("main", "cannot set up signals: %s", strerror(-r));
+		return EB_EXIT_FAILURE;
+	}
+	start_watchdog(d);
+	sdn_notify("READY=1");
+	announce_unset(d);
+	r = loop_run(d->loop);
+	if (r < 0) {
+		log_error("main", "event loop failed: %s", strerror(-r));
+		return EB_EXIT_FAILURE;
+	}
 	return r;
 }
 
@@ -810,7 +946,7 @@ int main(int argc, char **argv)
 		struct cc_params cp;
 		struct cc_report rep;
 
-		d.cfg = load_config(d.config_path, true);
+		d.cfg = load_config(d.config_path, true, NULL, 0);
 		if (!d.cfg)
 			return EB_EXIT_CONFIG;
 		/* Everything but the key match, which needs the token. */
@@ -837,7 +973,12 @@ int main(int argc, char **argv)
 		return rc;
 	}
 
-	d.cfg = load_config(d.config_path, false);
+	d.cfg = load_config(d.config_path, false, d.unset, sizeof(d.unset));
+	if (!d.cfg && d.unset[0]) {
+		rc = wait_for_configuration(&d);
+		teardown(&d);
+		return rc;
+	}
 	if (!d.cfg) {
 		log_error("main",
 			  "invalid configuration in %s; see above "
