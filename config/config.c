@@ -44,15 +44,16 @@ void diags_add(struct eb_diags *d, const struct eb_loc *loc, const char *fmt,
 	va_start(ap, fmt);
 	vsnprintf(body, sizeof(body), fmt, ap);
 	va_end(ap);
-	if (loc && loc->file && loc->line)
-		line = NULL,
-		asprintf(&line, "%s:%u: %s", loc->file, loc->line, body);
-	else if (loc && loc->file)
-		line = NULL, asprintf(&line, "%s: %s", loc->file, body);
-	else
-		line = strdup(body);
-	if (!line)
+	if (loc && loc->file && loc->line) {
+		if (asprintf(&line, "%s:%u: %s", loc->file, loc->line, body) <
+		    0)
+			return;
+	} else if (loc && loc->file) {
+		if (asprintf(&line, "%s: %s", loc->file, body) < 0)
+			return;
+	} else if (!(line = strdup(body))) {
 		return;
+	}
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 8;
 		char **m = realloc(d->msg, cap * sizeof(*m));
@@ -929,6 +930,7 @@ static void check_semantics(struct loader *l, const char *main_file)
 		diags_add(d, &loc,
 			  "hsm.pin_file is required (or the systemd "
 			  "credential 'pin')");
+		d->n_unset++;
 	} else {
 		struct stat st;
 
@@ -1120,9 +1122,11 @@ struct eb_config *config_load_with(const char *path, const char *dropin,
 		const struct key_def *k = &keys[i];
 		struct eb_loc loc = { main_file, 0 };
 
-		if (k->required && !*(char **)((char *)c + k->offset))
+		if (k->required && !*(char **)((char *)c + k->offset)) {
 			diags_add(diags, &loc, "%s.%s is required", k->section,
 				  k->key);
+			diags->n_unset++;
+		}
 	}
 	if (fill_string_defaults(c) < 0)
 		goto fail;

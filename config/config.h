@@ -34,6 +34,9 @@ struct eb_diags {
 	char **msg;
 	size_t n;
 	size_t cap;
+	/* how many of them say only that a required key is not set (a fresh
+	 * installation), as opposed to a value that is wrong */
+	size_t n_unset;
 };
 
 void diags_add(struct eb_diags *d, const struct eb_loc *loc, const char *fmt,

@@ -87,30 +87,25 @@ static void usage(FILE *f)
 
 /*
  * A fresh installation: the packaged file sets none of the required keys.
- * When every problem is "section.key is required" (nothing set is wrong),
- * collect those names into `unset` ("gateway.id, hsm.key, ...").
+ * When every problem is a required key left unset (config.c counts them;
+ * nothing set is wrong), collect their names into `unset` ("gateway.id,
+ * hsm.key, ...").
  */
 static bool only_unset(const struct eb_diags *d, char *unset, size_t len)
 {
 	size_t used = 0;
 
-	if (!d->n)
+	if (!d->n || d->n_unset != d->n)
 		return false;
 	unset[0] = '\0';
 	for (size_t i = 0; i < d->n; i++) {
+		/* "file: hsm.key is required" -> "hsm.key" */
 		const char *end = strstr(d->msg[i], " is required");
 		const char *key = end;
 
-		if (!end)
-			return false;
-		while (key > d->msg[i] && key[-1] != ' ')
+		while (key && key > d->msg[i] && key[-1] != ' ')
 			key--;
-		/* "[sensor.x]: 'driver' is required" is a mistake, not a
-		 * key left unset */
-		if (key == d->msg[i] || *key == '\'' ||
-		    !memchr(key, '.', (size_t)(end - key)))
-			return false;
-		if (used < len)
+		if (key && used < len)
 			used += (size_t)snprintf(unset + used, len - used,
 						 "%s%.*s", i ? ", " : "",
 						 (int)(end - key), key);

@@ -388,10 +388,12 @@ int cmd_cert_install(struct tool *t, int argc, char **argv)
 	if (!pending) {
 		snprintf(prev, sizeof(prev), "%s.prev", target);
 		if (access(target, F_OK) == 0 && link(target, prev) < 0 &&
-		    errno == EEXIST) {
-			unlink(prev);
-			link(target, prev);
-		}
+		    (errno != EEXIST || unlink(prev) < 0 ||
+		     link(target, prev) < 0))
+			fprintf(stderr,
+				"edgebridge: warning: cannot keep the previous "
+				"chain as %s: %s\n",
+				prev, strerror(errno));
 	}
 	if (rename(tmp, target) < 0) {
 		tool_err("cert install: cannot replace %s: %s", target,
