@@ -15,7 +15,7 @@ SYSCONFDIR ?= /etc
 DESTDIR   ?=
 PYTHON    ?= /usr/bin/python3
 
-PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson
+PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson libgpiod
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 \
@@ -31,7 +31,8 @@ LIB_SRC := common/util.c common/sample.c \
 	   config/config.c \
 	   daemon/loop.c \
 	   hsm/hsm.c hsm/certcheck.c hsm/p11.c \
-	   drivers/registry.c drivers/sim.c drivers/hwmon.c \
+	   drivers/registry.c drivers/sim.c drivers/hwmon.c drivers/w1therm.c \
+	   drivers/iio.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
 	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \
@@ -137,15 +138,15 @@ bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/s
 # libFuzzer targets for the parsers (clang, libclang-rt-14-dev); FUZZ_SECONDS
 # each.  Not part of `make check`: a fuzzer's findings are work, not a gate.
 FUZZ_SECONDS ?= 60
-FUZZ_SRC := common/util.c common/sample.c config/config.c drivers/registry.c \
-	    drivers/sim.c drivers/hwmon.c
+FUZZ_SRC := common/util.c common/sample.c config/config.c \
+	    $(filter drivers/%,$(LIB_SRC))
 
 $(B)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_SRC)
 	@mkdir -p $(dir $@)
 	$(echo_cmd) FUZZ $@
 	$(Q)clang -g -O1 -std=gnu11 -D_GNU_SOURCE \
 		-fsanitize=fuzzer,address,undefined $(CPPFLAGS) -o $@ $^ \
-		$(shell pkg-config --libs inih) -lm
+		$(shell pkg-config --libs inih libgpiod) -lm
 
 fuzz: $(B)/fuzz/fuzz_config
 	@mkdir -p $(B)/fuzz/corpus-config
@@ -167,4 +168,4 @@ clean:
 	clean
 .SECONDARY:
 
--include $(shell find $(B) $(BA) -name '*.d' 2>/dev/null)
+-include $(shell find $(B) $(BA) -name '*.d' -type f 2>/dev/null)
