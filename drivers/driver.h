@@ -112,5 +112,7 @@ extern const struct driver_ops driver_sim;
 extern const struct driver_ops driver_hwmon;
 extern const struct driver_ops driver_w1_therm;
 extern const struct driver_ops driver_iio;
+extern const struct driver_ops driver_gpio_input;
+extern const struct driver_ops driver_gpio_output;
 
 #endif

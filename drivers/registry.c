@@ -8,10 +8,8 @@
 #include "driver.h"
 
 static const struct driver_ops *const drivers[] = {
-	&driver_sim,
-	&driver_hwmon,
-	&driver_w1_therm,
-	&driver_iio,
+	&driver_sim, &driver_hwmon,	 &driver_w1_therm,
+	&driver_iio, &driver_gpio_input, &driver_gpio_output,
 };
 
 const struct driver_ops *driver_find(const char *name)
