@@ -249,7 +249,8 @@ static void judge(struct sensor *s, int r, const struct eb_err *err)
 		lost(s, msg);
 	} else if (r < 0) {
 		failed(s, "", msg);
-	} else {
+	} else if (r > 0) {
+		/* 0 is "nothing to say yet" (a protocol step, a retry) */
 		recovered(s, "reading again");
 	}
 }
