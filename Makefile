@@ -34,6 +34,7 @@ LIB_SRC := common/util.c common/sample.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c drivers/w1therm.c \
 	   drivers/iio.c drivers/gpio_common.c drivers/gpio_line.c \
 	   drivers/gpio_input.c drivers/gpio_output.c drivers/dht22.c \
+	   drivers/gpio_counter.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
 	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \

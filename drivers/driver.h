@@ -115,5 +115,6 @@ extern const struct driver_ops driver_iio;
 extern const struct driver_ops driver_gpio_input;
 extern const struct driver_ops driver_gpio_output;
 extern const struct driver_ops driver_dht22;
+extern const struct driver_ops driver_gpio_counter;
 
 #endif
