@@ -213,6 +213,22 @@ int gpio_lines_request_output(struct gpio_lines *g, const int *values,
 	return 0;
 }
 
+int gpio_lines_request_as_is(struct gpio_lines *g, struct eb_err *err)
+{
+	const struct gpiod_line_request_config rc = {
+		.consumer = g->consumer,
+		.request_type = GPIOD_LINE_REQUEST_DIRECTION_AS_IS,
+		.flags = g->flags & GPIOD_LINE_REQUEST_FLAG_ACTIVE_LOW,
+	};
+
+	gpio_lines_release(g);
+	g->requested = true;
+	for (unsigned i = 0; i < g->n; i++)
+		if (gpiod_line_request(g->line[i], &rc, 0) < 0)
+			return request_failed(g, i, errno, err);
+	return 0;
+}
+
 static int io_failed(struct gpio_lines *g, unsigned i, const char *what, int e,
 		     struct eb_err *err)
 {

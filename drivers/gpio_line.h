@@ -41,6 +41,9 @@ int gpio_lines_request_events(struct gpio_lines *g, struct eb_err *err);
 /* Requests every line as an output driven to values[i] (logical). */
 int gpio_lines_request_output(struct gpio_lines *g, const int *values,
 			      struct eb_err *err);
+/* Requests the lines without changing their direction (to read an output's
+ * level as found). */
+int gpio_lines_request_as_is(struct gpio_lines *g, struct eb_err *err);
 /* Gives the lines back (an output keeps its level: the kernel leaves it). */
 void gpio_lines_release(struct gpio_lines *g);
 

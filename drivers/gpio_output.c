@@ -68,8 +68,9 @@ static int gout_open(struct eb_sensor_conf *c, void **state, struct eb_err *err)
 		goto fail;
 	level = o->safe;
 	if (level < 0) {
-		/* keep: as found */
-		if ((r = gpio_lines_request_events(o->g, err)) < 0 ||
+		/* keep: as found (as-is: reading it must not make the relay
+		 * line an input, even for a moment) */
+		if ((r = gpio_lines_request_as_is(o->g, err)) < 0 ||
 		    (r = gpio_lines_get(o->g, &level, err)) < 0)
 			goto fail;
 	}

@@ -51,26 +51,38 @@ static void frame(uint8_t b[5], uint8_t b0, uint8_t b1, uint8_t b2, uint8_t b3)
 	b[4] = (uint8_t)(b0 + b1 + b2 + b3);
 }
 
-static void test_dht22_good_frames(void **state)
+/* The frame b0..b3 (checksum added), synthesised and decoded. */
+static int decode_frame(const uint8_t b4[4], bool preamble, int jitter,
+			enum dht_model m, struct dht_reading *r,
+			struct eb_err *err)
 {
 	struct trace tr;
+	uint8_t b[5];
+
+	frame(b, b4[0], b4[1], b4[2], b4[3]);
+	synth(&tr, b, preamble, jitter);
+	return dht_decode(tr.e, tr.n, m, r, err);
+}
+
+static const uint8_t datasheet[4] = { 0x02, 0x8c, 0x01, 0x5f };
+
+static void test_dht22_good_frames(void **state)
+{
+	static const uint8_t minus[4] = { 0x01, 0xf4, 0x80, 0x65 };
 	struct dht_reading r;
 	struct eb_err err = { "" };
-	uint8_t b[5];
 
 	(void)state;
 	/* 65.2 %RH, 35.1 C (the datasheet's example) */
-	frame(b, 0x02, 0x8c, 0x01, 0x5f);
-	synth(&tr, b, true, 0);
-	assert_int_equal(dht_decode(tr.e, tr.n, DHT_MODEL_DHT22, &r, &err), 0);
+	assert_int_equal(
+		decode_frame(datasheet, true, 0, DHT_MODEL_DHT22, &r, &err), 0);
 	assert_true(r.humidity == 65.2);
 	assert_true(r.temperature == 35.1);
-	assert_memory_equal(r.bytes, b, 5);
+	assert_memory_equal(r.bytes, datasheet, 4);
 	/* below zero: the sign bit, -10.1 C; with timing jitter, and with
 	 * the preamble missed (the request came late): the last 40 pulses */
-	frame(b, 0x01, 0xf4, 0x80, 0x65);
-	synth(&tr, b, false, 8);
-	assert_int_equal(dht_decode(tr.e, tr.n, DHT_MODEL_DHT22, &r, &err), 0);
+	assert_int_equal(
+		decode_frame(minus, false, 8, DHT_MODEL_DHT22, &r, &err), 0);
 	assert_true(r.humidity == 50.0);
 	assert_true(r.temperature == -10.1);
 }
@@ -174,31 +186,30 @@ static void test_dht22_missing_edges(void **state)
 
 static void test_dht11_vs_dht22_formats(void **state)
 {
-	struct trace tr;
+	static const uint8_t dht11[4] = { 45, 0, 23, 4 };
+	static const uint8_t dht11_minus[4] = { 30, 0, 2, 0x85 };
 	struct dht_reading r;
 	struct eb_err err = { "" };
-	uint8_t b[5];
 
 	(void)state;
 	/* DHT11: integer and tenths bytes: 45.0 %RH, 23.4 C */
-	frame(b, 45, 0, 23, 4);
-	synth(&tr, b, true, 0);
-	assert_int_equal(dht_decode(tr.e, tr.n, DHT_MODEL_DHT11, &r, &err), 0);
+	assert_int_equal(
+		decode_frame(dht11, true, 0, DHT_MODEL_DHT11, &r, &err), 0);
 	assert_true(r.humidity == 45.0);
 	assert_true(r.temperature == 23.4);
 	/* the same frame read as a DHT22 is 1152 %RH: refused, with a hint */
-	assert_int_equal(dht_decode(tr.e, tr.n, DHT_MODEL_DHT22, &r, &err),
-			 -ERANGE);
+	assert_int_equal(
+		decode_frame(dht11, true, 0, DHT_MODEL_DHT22, &r, &err),
+		-ERANGE);
 	assert_non_null(strstr(err.msg, "another model?"));
 	/* DHT11 below zero (newer parts): sign in bit 7 of the tenths */
-	frame(b, 30, 0, 2, 0x85);
-	synth(&tr, b, true, 0);
-	assert_int_equal(dht_decode(tr.e, tr.n, DHT_MODEL_DHT11, &r, &err), 0);
+	assert_int_equal(
+		decode_frame(dht11_minus, true, 0, DHT_MODEL_DHT11, &r, &err),
+		0);
 	assert_true(r.temperature == -2.5);
 	/* a DHT22 frame read as a DHT11 decodes to other numbers */
-	frame(b, 0x02, 0x8c, 0x01, 0x5f);
-	synth(&tr, b, true, 0);
-	assert_int_equal(dht_decode(tr.e, tr.n, DHT_MODEL_DHT11, &r, &err), 0);
+	assert_int_equal(
+		decode_frame(datasheet, true, 0, DHT_MODEL_DHT11, &r, &err), 0);
 	assert_true(r.humidity != 65.2 && r.temperature != 35.1);
 }
 
