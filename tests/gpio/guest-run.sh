@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.." || exit 126
 echo "== guest: $(uname -r), $(nproc) cpus, $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
 /usr/bin/python3 -m pytest -p no:cacheprovider -q -rA --basetemp=/tmp/pytest \
 	--junitxml="$EB_RUN_DIR/junit.xml" -o junit_family=xunit2 \
-	tests/gpio "$@"
+	-o testpaths=tests/gpio "$@"
 rc=$?
 # keep what the tests left behind (daemon output, broker logs) for the host
 cp -r /tmp/pytest "$EB_RUN_DIR/pytest-tmp" 2>/dev/null

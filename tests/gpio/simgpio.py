@@ -15,6 +15,8 @@ the shell smoke test; SimChip.attach("chip0") wraps it.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -140,3 +142,55 @@ def chips() -> List[Dict[str, str]]:
         except OSError:
             pass
     return out
+
+
+# -- the kernel's own record of what consumers drove --------------------------
+
+def chip_base(label: str) -> int:
+    """The global GPIO number of line 0 of the chip with this label (from
+    /sys/class/gpio, CONFIG_GPIO_SYSFS): what gpio trace events name."""
+    for d in Path("/sys/class/gpio").glob("gpiochip*"):
+        try:
+            if (d / "label").read_text().strip() == label:
+                return int((d / "base").read_text())
+        except OSError:
+            continue
+    raise LookupError(f"no gpiochip labelled {label!r} in /sys/class/gpio")
+
+
+class GpioTrace:
+    """ftrace events gpio:gpio_value and gpio:gpio_direction: every level a
+    consumer set, in order, as the kernel saw it. gpio-sim puts an output
+    back to its pull when it is released, so what a daemon drove just
+    before it let go (a safe state at shutdown) is only visible here."""
+
+    ROOT = Path("/sys/kernel/tracing")
+    LINE = re.compile(r"gpio_(value|direction): (\d+) (get|set|in|out) \(?(-?\d+)\)?")
+
+    def __init__(self):
+        if not (self.ROOT / "trace").exists():
+            subprocess.run(["mount", "-t", "tracefs", "nodev", str(self.ROOT)], check=True)
+        _write(self.ROOT / "tracing_on", "0")
+        _write(self.ROOT / "buffer_size_kb", "8192")
+        _write(self.ROOT / "trace", "")
+        _write(self.ROOT / "events/gpio/enable", "1")
+        _write(self.ROOT / "tracing_on", "1")
+
+    def events(self, gpio: Optional[int] = None) -> List[tuple]:
+        """(kind, gpio, op, value) in order: ("value", 515, "set", 1),
+        ("direction", 515, "out", 0) (value = the call's result there)."""
+        out = []
+        for ln in (self.ROOT / "trace").read_text().splitlines():
+            m = self.LINE.search(ln)
+            if m and (gpio is None or int(m[2]) == gpio):
+                out.append((m[1], int(m[2]), m[3], int(m[4])))
+        return out
+
+    def sets(self, gpio: int) -> List[int]:
+        """Every level set on that GPIO (value writes and outputs' initial
+        levels), in order."""
+        return [v for kind, _, op, v in self.events(gpio) if kind == "value" and op == "set"]
+
+    def close(self) -> None:
+        _write(self.ROOT / "events/gpio/enable", "0")
+        _write(self.ROOT / "trace", "")
