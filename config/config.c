@@ -1135,6 +1135,7 @@ struct eb_config *config_load_with(const char *path, const char *dropin,
 	for (size_t i = 0; i < c->n_sensor; i++) {
 		struct eb_sensor_conf *s = &c->sensor[i];
 
+		s->state_dir = c->gateway.state_dir;
 		check_sensor(s, diags);
 		if (check && s->driver)
 			check(s, diags);

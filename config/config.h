@@ -62,6 +62,9 @@ struct eb_sensor_conf {
 	struct eb_loc interval_loc;
 	struct eb_kv *opt; /* every key of the section, common ones too */
 	size_t n_opt;
+	/* gateway.state_dir, for drivers that keep state across restarts
+	 * (a pulse counter's total); not owned, set by config_load() */
+	const char *state_dir;
 };
 
 struct eb_config {

@@ -241,6 +241,27 @@ static void on_acked(void *ud)
 	sensors_resume(d->sensors);
 }
 
+/* The cloud connection came up: inputs report their current state (a
+ * door contact that changed while we were offline, or before we ran). */
+static void on_cloud_connected(void *ud)
+{
+	struct daemon *d = ud;
+
+	sensors_set_connected(d->sensors, true);
+}
+
+static void on_cloud_disconnected(void *ud)
+{
+	struct daemon *d = ud;
+
+	sensors_set_connected(d->sensors, false);
+}
+
+static const struct cloud_ext sensors_ext = {
+	.connected = on_cloud_connected,
+	.disconnected = on_cloud_disconnected,
+};
+
 static void finish(struct daemon *d)
 {
 	struct store_stats ss;
@@ -324,6 +345,7 @@ static void reload(struct daemon *d)
 	d->cfg = n;
 	d->sensors = sensors_new(d->loop, d->cfg, d->st,
 				 d->cfg->store.ram_samples, on_samples, d);
+	sensors_set_connected(d->sensors, cloud_connected(d->cloud));
 	log_info("main", "reloaded: %zu sensors",
 		 d->sensors ? sensors_count(d->sensors) : 0);
 	status(d);
@@ -723,6 +745,10 @@ static int run(struct daemon *d)
 		return EB_EXIT_FAILURE;
 	}
 	cloud_on_acked(d->cloud, on_acked, d);
+	if (cloud_add_ext(d->cloud, &sensors_ext, d) < 0) {
+		log_error("main", "too many cloud companions");
+		return EB_EXIT_FAILURE;
+	}
 	if (!strcmp(d->cfg->cloud.profile, "cumulocity")) {
 		r = start_c8y(d);
 		if (r != EB_EXIT_OK)

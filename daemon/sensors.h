@@ -6,6 +6,7 @@
 #ifndef EB_SENSORS_H
 #define EB_SENSORS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../config/config.h"
@@ -22,8 +23,14 @@ typedef void (*sensors_notify_fn)(void *ud);
 struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
 			    struct store *st, size_t max_waiting,
 			    sensors_notify_fn notify, void *ud);
+/* Closes every driver: outputs go to their safe state. */
 struct sensors *sensors_free(struct sensors *s);
+/* Sensors whose driver is open (the others are retried). */
 size_t sensors_count(const struct sensors *s);
+/* The cloud connection came up (or went): on true every sensor reports its
+ * current state (an input's level), and sensors opened later while
+ * connected do so at once. */
+void sensors_set_connected(struct sensors *s, bool connected);
 /* The queue has room again: wake sensors that wait for it (interval 0). */
 void sensors_resume(struct sensors *s);
 /* Drives an output sensor (a relay) and reads its new state at once.

@@ -84,11 +84,8 @@ static int sim_open(struct eb_sensor_conf *c, void **state, struct eb_err *err)
 	struct sim_params p;
 	struct sim *s;
 
-	if (!params(c, &d, &p)) {
-		eb_errf(err, -EINVAL, "%s", d.n ? d.msg[0] : "bad options");
-		diags_free(&d);
-		return -EINVAL;
-	}
+	if (!params(c, &d, &p))
+		return driver_bad_options(&d, err);
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return eb_errf(err, -ENOMEM, "out of memory");
@@ -166,12 +163,6 @@ static int sim_write(void *state, double value, struct eb_err *err)
 	return 0;
 }
 
-static int sim_fd(void *state)
-{
-	(void)state;
-	return -1;
-}
-
 static void sim_close(void *state)
 {
 	free(state);
@@ -182,7 +173,7 @@ const struct driver_ops driver_sim = {
 	.allow_zero_interval = true,
 	.check = sim_check,
 	.open = sim_open,
-	.fd = sim_fd,
+	.fd = driver_no_fd,
 	.read = sim_read,
 	.write = sim_write,
 	.close = sim_close,

@@ -145,6 +145,120 @@ static void test_hwmon_reads_a_fake_tree(void **state)
 	free(path);
 }
 
+static void test_w1_therm_fake_tree(void **state)
+{
+	char *dir = t_mkdtemp();
+	char *dev, *p;
+	struct eb_kv kv[] = { { .key = "path" } };
+	struct eb_sensor_conf c = conf(kv, 1);
+	struct collect a = { .sink.emit = emit };
+	struct eb_err err = { "" };
+	void *st;
+
+	(void)state;
+	c.driver = "w1-therm";
+	assert_true(asprintf(&dev, "%s/28-0316a2b4c1ff", dir) > 0);
+	kv[0].value = dev;
+	assert_int_equal(driver_w1_therm.open(&c, &st, &err), 0);
+	/* no device (unplugged): says where it looked */
+	assert_int_equal(driver_w1_therm.read(st, &a.sink, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "no 1-Wire device at"));
+	assert_non_null(strstr(err.msg, dev));
+	assert_int_equal(mkdir(dev, 0755), 0);
+	/* an old kernel: w1_slave only, CRC good */
+	free(t_write(dev, "w1_slave", 0644,
+		     "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n"
+		     "72 01 4b 46 7f ff 0e 10 57 t=23125\n"));
+	assert_int_equal(driver_w1_therm.read(st, &a.sink, &err), 1);
+	assert_true(a.v[0] == 23.125);
+	/* a garbled transfer is an error, never a value */
+	free(t_write(dev, "w1_slave", 0644,
+		     "72 01 4b 46 7f ff 0e 10 58 : crc=57 NO\n"
+		     "72 01 4b 46 7f ff 0e 10 58 t=23125\n"));
+	assert_int_equal(driver_w1_therm.read(st, &a.sink, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "CRC check failed"));
+	free(t_write(dev, "w1_slave", 0644, "garbage"));
+	assert_int_equal(driver_w1_therm.read(st, &a.sink, &err), -EBADMSG);
+	/* a newer kernel's temperature attribute wins, negative too */
+	p = t_write(dev, "temperature", 0644, "-10062\n");
+	assert_int_equal(driver_w1_therm.read(st, &a.sink, &err), 1);
+	assert_true(a.v[1] == -10.062);
+	assert_int_equal(a.n, 2);
+	driver_w1_therm.close(st);
+	t_rm_rf(dir);
+	free(p);
+	free(dev);
+	free(dir);
+}
+
+static void test_iio_fake_tree(void **state)
+{
+	char *dir = t_mkdtemp();
+	struct eb_kv kv[] = {
+		{ .key = "path", .value = dir },
+		{ .key = "channel", .value = "in_voltage0" },
+	};
+	struct eb_sensor_conf c = conf(kv, 2);
+	struct collect a = { .sink.emit = emit };
+	struct eb_err err = { "" };
+	char *f[4];
+	void *st;
+
+	(void)state;
+	c.driver = "iio";
+	assert_int_equal(driver_iio.open(&c, &st, &err), 0);
+	/* no raw value: an error naming the file */
+	assert_int_equal(driver_iio.read(st, &a.sink, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "in_voltage0_raw"));
+	/* raw alone: scale 1, offset 0 */
+	f[0] = t_write(dir, "in_voltage0_raw", 0644, "1000\n");
+	assert_int_equal(driver_iio.read(st, &a.sink, &err), 1);
+	assert_true(a.v[0] == 1000);
+	/* the type's shared scale, then the channel's own wins */
+	f[1] = t_write(dir, "in_voltage_scale", 0644, "0.5\n");
+	assert_int_equal(driver_iio.read(st, &a.sink, &err), 1);
+	assert_true(a.v[1] == 500);
+	f[2] = t_write(dir, "in_voltage0_scale", 0644, "0.25\n");
+	f[3] = t_write(dir, "in_voltage0_offset", 0644, "-200\n");
+	assert_int_equal(driver_iio.read(st, &a.sink, &err), 1);
+	assert_true(a.v[2] == (1000 - 200) * 0.25); /* (raw + offset) * scale */
+	/* a garbled scale file is an error, not the default */
+	free(t_write(dir, "in_voltage0_scale", 0644, "x"));
+	assert_int_equal(driver_iio.read(st, &a.sink, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "in_voltage0_scale"));
+	driver_iio.close(st);
+	t_rm_rf(dir);
+	for (int i = 0; i < 4; i++)
+		free(f[i]);
+	free(dir);
+}
+
+static void test_sysfs_check_errors_have_file_line(void **state)
+{
+	struct eb_kv kv[] = {
+		{ .key = "path", .value = "relative/dir", .loc = { "f", 7 } },
+		{ .key = "channel", .value = "../x", .loc = { "f", 8 } },
+	};
+	struct eb_sensor_conf c = conf(kv, 2);
+	struct eb_diags d = { 0 };
+
+	(void)state;
+	c.driver = "iio";
+	c.loc = (struct eb_loc){ "f", 5 };
+	driver_check_config(&c, &d);
+	assert_int_equal(d.n, 2);
+	assert_non_null(strstr(d.msg[0], "f:7: sensor.t.path: must be"));
+	assert_non_null(strstr(d.msg[1], "f:8: sensor.t.channel"));
+	diags_free(&d);
+
+	c.driver = "w1-therm";
+	c.n_opt = 0;
+	driver_check_config(&c, &d);
+	assert_int_equal(d.n, 1);
+	assert_non_null(strstr(d.msg[0], "f:5: sensor.t.path is required"));
+	diags_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -152,6 +266,9 @@ int main(void)
 		cmocka_unit_test(test_sim_waves_and_count),
 		cmocka_unit_test(test_sim_check_reports_bad_options),
 		cmocka_unit_test(test_hwmon_reads_a_fake_tree),
+		cmocka_unit_test(test_w1_therm_fake_tree),
+		cmocka_unit_test(test_iio_fake_tree),
+		cmocka_unit_test(test_sysfs_check_errors_have_file_line),
 	};
 
 	return cmocka_run_group_tests_name("drivers", tests, NULL, NULL);
