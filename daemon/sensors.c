@@ -14,8 +14,9 @@
  * and is opened again after a backoff (1 s doubling to a minute).  A
  * failing sensor is reported when its state changes (ok -> failing with
  * the reason, and back), never once per attempt: in the log, and to the
- * cloud as a major alarm edgebridge_SensorFailed_<name> and an event
- * edgebridge_SensorRecovered.  The other sensors go on.
+ * cloud as a major alarm edgebridge_SensorFailed_<name>, cleared again on
+ * recovery with an event edgebridge_SensorRecovered.  The other sensors go
+ * on.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -180,13 +181,18 @@ static void failed(struct sensor *s, const char *what, const char *msg)
 	notify(s->set);
 }
 
-/* failing -> ok: once. */
+/* failing -> ok: once; the alarm is cleared, an event says how. */
 static void recovered(struct sensor *s, const char *how)
 {
+	char type[64];
+
 	if (!s->failing)
 		return;
 	s->failing = false;
 	log_notice("sensor", "%s: %s", s->conf->name, how);
+	snprintf(type, sizeof(type), "edgebridge_SensorFailed_%s",
+		 s->conf->name);
+	add_event(s, type, "CLEARED", "", eb_realtime_ms());
 	add_event(s, "edgebridge_SensorRecovered", NULL, how, eb_realtime_ms());
 	notify(s->set);
 }
