@@ -28,7 +28,7 @@ unavailable() {
 log() { echo "gpio-prepare: $*" >&2; }
 
 installed() {
-	dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -q '^installed$'
+	dpkg-query -W -f='${db:Status-Status}\n' "$1" 2>/dev/null | grep -q '^installed$'
 }
 
 # -- packages ----------------------------------------------------------------
