@@ -8,8 +8,9 @@
 #include "driver.h"
 
 static const struct driver_ops *const drivers[] = {
-	&driver_sim, &driver_hwmon,	 &driver_w1_therm,
-	&driver_iio, &driver_gpio_input, &driver_gpio_output,
+	&driver_sim,	      &driver_hwmon,	  &driver_w1_therm,
+	&driver_iio,	      &driver_gpio_input, &driver_gpio_output,
+	&driver_gpio_counter, &driver_dht22,
 };
 
 const struct driver_ops *driver_find(const char *name)
