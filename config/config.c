@@ -1074,6 +1074,8 @@ struct eb_config *config_load_with(const char *path, const char *dropin,
 	const char *main_file;
 
 	c = calloc(1, sizeof(*c));
+	if (c)
+		c->refs = 1;
 	if (!c)
 		return NULL;
 	set_defaults(c);
@@ -1171,9 +1173,15 @@ fail:
 	return config_free(c);
 }
 
+struct eb_config *config_ref(struct eb_config *c)
+{
+	c->refs++;
+	return c;
+}
+
 struct eb_config *config_free(struct eb_config *c)
 {
-	if (!c)
+	if (!c || --c->refs > 0)
 		return NULL;
 	free(c->gateway.id);
 	free(c->gateway.name);

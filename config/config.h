@@ -122,7 +122,9 @@ struct eb_config {
 	struct eb_sensor_conf *sensor;
 	size_t n_sensor;
 
-	/* private: storage for file names referenced by struct eb_loc */
+	/* private: references (config_ref), and storage for the file names
+	 * struct eb_loc points to */
+	unsigned refs;
 	char **files;
 	size_t n_files;
 };
@@ -149,6 +151,9 @@ struct eb_config *config_load_with(const char *path, const char *dropin,
 				   const char *file,
 				   config_sensor_check_fn check,
 				   struct eb_diags *diags);
+/* Another reference (a running sensor keeps the section it was opened
+ * with); config_free() drops one and frees with the last. */
+struct eb_config *config_ref(struct eb_config *c);
 struct eb_config *config_free(struct eb_config *c);
 
 /* Option lookup for drivers; marks it used.  NULL when absent. */

@@ -337,17 +337,24 @@ static void reload(struct daemon *d)
 		log_warning("main",
 			    "[gateway]/[hsm]/[cloud] changes take effect "
 			    "after a restart");
-	d->sensors = sensors_free(d->sensors);
+	struct sensors_reload_stats rs;
+
+	if (sensors_reload(d->sensors, n, &rs) < 0) {
+		log_error("main", "reload failed (out of memory); keeping the "
+				  "running configuration");
+		config_free(n);
+		return;
+	}
 	log_set_level(n->gateway.log_level);
 	/* The uplink keeps pointers to nothing in the old config (it
-	 * rendered what it needs at start), so it can go now. */
+	 * rendered what it needs at start), and a sensor kept running holds
+	 * its own reference, so ours can go now. */
 	config_free(d->cfg);
 	d->cfg = n;
-	d->sensors = sensors_new(d->loop, d->cfg, d->st,
-				 d->cfg->store.ram_samples, on_samples, d);
-	sensors_set_connected(d->sensors, cloud_connected(d->cloud));
-	log_info("main", "reloaded: %zu sensors",
-		 d->sensors ? sensors_count(d->sensors) : 0);
+	log_info("main",
+		 "reloaded: %zu sensors (%zu unchanged and left running, %zu "
+		 "opened, %zu closed)",
+		 sensors_count(d->sensors), rs.kept, rs.opened, rs.closed);
 	status(d);
 	renew_check(d->renew);
 }

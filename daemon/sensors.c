@@ -43,6 +43,7 @@ struct series {
 struct sensor {
 	struct sample_sink sink; /* first: emit() casts back */
 	struct sensors *set;
+	struct eb_config *cfg; /* referenced: conf lives in it */
 	struct eb_sensor_conf *conf;
 	const struct driver_ops *ops;
 	void *state; /* NULL while closed */
@@ -66,7 +67,7 @@ struct sensors {
 	sensors_notify_fn notify;
 	void *ud;
 	bool connected;
-	struct sensor *s;
+	struct sensor **s; /* each its own allocation: the loop holds them */
 	size_t n;
 };
 
@@ -368,9 +369,10 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *data)
 }
 
 static int open_one(struct sensors *set, struct sensor *s,
-		    struct eb_sensor_conf *c)
+		    struct eb_config *cfg, struct eb_sensor_conf *c)
 {
 	s->set = set;
+	s->cfg = config_ref(cfg);
 	s->conf = c;
 	s->fd = -1;
 	s->sink.emit = emit;
@@ -391,8 +393,12 @@ static int open_one(struct sensors *set, struct sensor *s,
 
 static void close_one(struct sensor *s)
 {
-	if (!s->set)
+	if (!s)
 		return;
+	if (!s->set) {
+		free(s);
+		return;
+	}
 	close_driver(s);
 	loop_timer_free(s->timer);
 	sensor_meta_unref(s->meta);
@@ -401,6 +407,8 @@ static void close_one(struct sensor *s)
 		free(s->series[i].suffix);
 		free(s->series[i].unit);
 	}
+	config_free(s->cfg);
+	free(s);
 }
 
 struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
@@ -420,13 +428,78 @@ struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
 	if (!set->s)
 		return sensors_free(set);
 	for (size_t i = 0; i < cfg->n_sensor; i++) {
-		if (open_one(set, &set->s[set->n], &cfg->sensor[i]) == 0)
-			set->n++;
+		struct sensor *s = calloc(1, sizeof(*s));
+
+		if (s && open_one(set, s, cfg, &cfg->sensor[i]) == 0)
+			set->s[set->n++] = s;
 		else
-			close_one(&set->s[set->n]),
-				memset(&set->s[set->n], 0, sizeof(set->s[0]));
+			close_one(s);
 	}
 	return set;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* Would this section open the same sensor as that one? */
+static bool same_section(const struct eb_sensor_conf *a,
+			 const struct eb_sensor_conf *b)
+{
+	if (!same_str(a->name, b->name) || !same_str(a->driver, b->driver) ||
+	    a->interval_ms != b->interval_ms ||
+	    !same_str(a->fragment, b->fragment) ||
+	    !same_str(a->series, b->series) || !same_str(a->unit, b->unit) ||
+	    !same_str(a->state_dir, b->state_dir) || a->n_opt != b->n_opt)
+		return false;
+	for (size_t i = 0; i < a->n_opt; i++)
+		if (!same_str(a->opt[i].key, b->opt[i].key) ||
+		    !same_str(a->opt[i].value, b->opt[i].value))
+			return false;
+	return true;
+}
+
+int sensors_reload(struct sensors *set, struct eb_config *cfg,
+		   struct sensors_reload_stats *rs)
+{
+	struct sensor **old = set->s, **now;
+	size_t n_old = set->n;
+
+	memset(rs, 0, sizeof(*rs));
+	now = calloc(cfg->n_sensor ? cfg->n_sensor : 1, sizeof(*now));
+	if (!now)
+		return -ENOMEM;
+	set->s = now;
+	set->n = 0;
+	for (size_t i = 0; i < cfg->n_sensor; i++) {
+		struct eb_sensor_conf *c = &cfg->sensor[i];
+		struct sensor *s = NULL;
+
+		for (size_t k = 0; k < n_old && !s; k++)
+			if (old[k] && same_section(old[k]->conf, c))
+				s = old[k], old[k] = NULL;
+		if (s) { /* untouched: it keeps running, outputs keep */
+			now[set->n++] = s;
+			rs->kept++;
+			continue;
+		}
+		s = calloc(1, sizeof(*s));
+		if (s && open_one(set, s, cfg, c) == 0) {
+			now[set->n++] = s;
+			rs->opened++;
+		} else {
+			close_one(s);
+		}
+	}
+	for (size_t k = 0; k < n_old; k++)
+		if (old[k]) {
+			close_one(old[k]);
+			rs->closed++;
+		}
+	free(old);
+	notify(set);
+	return 0;
 }
 
 struct sensors *sensors_free(struct sensors *set)
@@ -434,7 +507,7 @@ struct sensors *sensors_free(struct sensors *set)
 	if (!set)
 		return NULL;
 	for (size_t i = 0; i < set->n; i++)
-		close_one(&set->s[i]);
+		close_one(set->s[i]);
 	free(set->s);
 	free(set);
 	return NULL;
@@ -445,7 +518,7 @@ void sensors_resume(struct sensors *set)
 	if (!set)
 		return;
 	for (size_t i = 0; i < set->n; i++) {
-		struct sensor *s = &set->s[i];
+		struct sensor *s = set->s[i];
 
 		if (s->state && !s->ops->wake_at && s->fd < 0 &&
 		    s->conf->interval_ms == 0 && !s->exhausted &&
@@ -462,8 +535,8 @@ void sensors_set_connected(struct sensors *set, bool connected)
 	if (!connected)
 		return;
 	for (size_t i = 0; i < set->n; i++) {
-		report_state(&set->s[i]);
-		arm_wake(&set->s[i]);
+		report_state(set->s[i]);
+		arm_wake(set->s[i]);
 	}
 	notify(set);
 }
@@ -473,7 +546,7 @@ size_t sensors_count(const struct sensors *set)
 	size_t n = 0;
 
 	for (size_t i = 0; i < set->n; i++)
-		n += set->s[i].state != NULL;
+		n += set->s[i]->state != NULL;
 	return n;
 }
 
@@ -481,7 +554,7 @@ int sensors_write(struct sensors *set, const char *name, double value,
 		  struct eb_err *err)
 {
 	for (size_t i = 0; set && i < set->n; i++) {
-		struct sensor *s = &set->s[i];
+		struct sensor *s = set->s[i];
 		int r;
 
 		if (strcmp(s->conf->name, name))

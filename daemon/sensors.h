@@ -23,6 +23,17 @@ typedef void (*sensors_notify_fn)(void *ud);
 struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
 			    struct store *st, size_t max_waiting,
 			    sensors_notify_fn notify, void *ud);
+/*
+ * A new configuration (SIGHUP, a platform's configuration operation): a
+ * sensor whose section is unchanged keeps running as it is (a relay keeps
+ * its state, a counter its pulses); the others are closed (outputs to their
+ * safe state) and the new ones opened.  0 or -ENOMEM (nothing changed).
+ */
+struct sensors_reload_stats {
+	size_t kept, opened, closed;
+};
+int sensors_reload(struct sensors *s, struct eb_config *cfg,
+		   struct sensors_reload_stats *rs);
 /* Closes every driver: outputs go to their safe state. */
 struct sensors *sensors_free(struct sensors *s);
 /* Sensors whose driver is open (the others are retried). */

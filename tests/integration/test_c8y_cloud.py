@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import re
+import signal
 import time
 
 import pytest
@@ -292,6 +293,42 @@ def test_relay_drives_the_output_driver(cloud):
     env.c8y.wait_lines(GW, lambda l: l.startswith("502,c8y_Relay,"))
     assert op_lines(env)[:4] == ["501,c8y_Relay", "503,c8y_Relay",
                                  "501,c8y_Relay", "503,c8y_Relay"]
+
+
+def test_a_reload_leaves_an_unchanged_relay_as_it_is(cloud):
+    """SIGHUP (or a configuration operation) must not flip a relay back to
+    its safe default: sections that did not change keep running."""
+    env, rest = cloud()
+    valve = {"driver": "sim", "waveform": "output", "interval": "300ms", "min": 0, "max": 1,
+             "fragment": "c8y_Relay", "series": "state", "unit": ""}
+    config(env, rest, sensors={"sensor.valve": valve}, relay="valve")
+    d = env.daemon()
+    env.c8y.wait_lines(GW, lambda l: l.startswith("114,"))
+    env.c8y.send_operation(GW, f"518,{GW},CLOSED")
+    env.c8y.wait_lines(GW, lambda l: l == "503,c8y_Relay")
+    env.c8y.wait_lines(GW, lambda l: l.startswith("200,c8y_Relay,state,1,"))
+    # another sensor added, the valve's section as it was
+    config(env, rest, sensors={"sensor.valve": valve, "sensor.extra": {
+        "driver": "sim", "interval": "300ms", "fragment": "c8y_Extra", "series": "x"}},
+        relay="valve")
+    n0 = len(env.c8y.lines(GW, "200,c8y_Relay,"))
+    mark = d.mark()
+    d.signal(signal.SIGHUP)
+    d.wait_for_log(r"reloaded: 2 sensors \(1 unchanged and left running, 1 opened, 0 closed\)",
+                   since=mark)
+    env.c8y.wait_lines(GW, lambda l: l.startswith("200,c8y_Extra,x,"))
+    env.c8y.wait_lines(GW, lambda l: l.startswith("200,c8y_Relay,"), n=n0 + 3)
+    after = env.c8y.lines(GW, "200,c8y_Relay,")[n0:]
+    assert after and all(l.startswith("200,c8y_Relay,state,1,") for l in after), after
+    # a changed section is reopened: back to the safe default (0)
+    config(env, rest, sensors={"sensor.valve": {**valve, "interval": "200ms"}}, relay="valve")
+    n1 = len(env.c8y.lines(GW, "200,c8y_Relay,"))
+    mark = d.mark()
+    d.signal(signal.SIGHUP)
+    d.wait_for_log(r"reloaded: 1 sensors \(0 unchanged and left running, 1 opened, 2 closed\)",
+                   since=mark)
+    env.c8y.wait_lines(GW, lambda l: l.startswith("200,c8y_Relay,state,0,"))
+    assert d.stop() == 0
 
 
 def test_operations_queued_behind_a_restart_are_not_lost(cloud):
