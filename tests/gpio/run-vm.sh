@@ -70,7 +70,7 @@ start=$(date +%s)
 		-M pc -accel "$accel" -cpu max -smp "$CPUS" -m "$MEM" \
 		-nographic -no-reboot -nodefaults -serial stdio -net none \
 		-kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd.img" \
-		-append "console=ttyS0 panic=-1 quiet loglevel=4 eb.out=$RUNDIR eb.cmd=$RUNDIR/cmd.sh" \
+		-append "console=ttyS0 panic=-1 quiet loglevel=4 eb.out=$RUNDIR eb.cmd=$RUNDIR/cmd.sh eb.repo=$REPO" \
 		-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
 		-virtfs "local,path=$RUNDIR,mount_tag=out,security_model=none" \
 		-device virtio-rng-pci \
