@@ -145,6 +145,7 @@ check: deps
 	$(MAKE) integration
 	GPIO_ALLOW_SKIP=1 $(MAKE) check-gpio
 	$(MAKE) check-deb
+	CROSS_ALLOW_SKIP=1 $(MAKE) check-cross
 
 # Real-kernel GPIO (gpio-sim) in a qemu VM, one boot: tests/gpio/README.md.
 # Exit 77 = SKIPPED (could not be prepared), never a pass; GPIO_ALLOW_SKIP=1
@@ -234,12 +235,16 @@ check-deb: deb-deps
 # Cross-builds for the Pi; the unit tests of each run under qemu-user.
 CROSS_ARCHS ?= arm64 armhf
 check-cross:
-	set -e; for a in $(CROSS_ARCHS); do \
-		scripts/install-deps cross $$a; \
-		$(MAKE) deb ARCH=$$a; \
+	@rc=0; for a in $(CROSS_ARCHS); do \
+		if ! scripts/install-deps cross $$a; then \
+			echo "## CROSS STAGE SKIPPED for $$a: its -dev packages could not be installed (see above); nothing was built or tested for $$a"; \
+			[ "$(CROSS_ALLOW_SKIP)" = 1 ] || rc=77; \
+			continue; \
+		fi; \
+		$(MAKE) deb ARCH=$$a && \
 		dpkg-deb --info $(DEB_DIR)/edgebridge_$(VERSION)_$$a.deb | \
-			grep -q "Architecture: $$a"; \
-	done
+			grep -q "Architecture: $$a" || rc=1; \
+	done; exit $$rc
 
 clean:
 	rm -rf $(B) $(BA) build-plain
