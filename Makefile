@@ -45,14 +45,15 @@ LIB_SRC := common/util.c common/sample.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
 	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \
-	   cloud/c8y_ops.c
+	   cloud/c8y_ops.c cloud/thingsboard.c cloud/tb_device.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c \
 	      daemon/renew.c
 TOOL_SRC   := $(sort $(wildcard tools/*.c))
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers test_gpio test_dht22 \
-	      test_pack test_store test_certcheck test_c8y test_renewal
+	      test_pack test_store test_certcheck test_c8y test_renewal \
+	      test_tb
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)
