@@ -63,6 +63,7 @@ struct cloud {
 	struct batch *win;
 	unsigned win_cap, win_n;
 	bool pumping;
+	bool held; /* a companion waits for the session's limits */
 	struct cloud_stats st_;
 	void (*acked_fn)(void *ud);
 	void *acked_ud;
@@ -103,6 +104,7 @@ static void on_disconnected(void *ud)
 	struct cloud *c = ud;
 
 	c->st_.connected = false;
+	c->held = false;
 	c->win_n = 0; /* offered again after the next connect */
 	while (c->n_side) {
 		struct side_pub p = c->side[--c->n_side];
@@ -123,7 +125,8 @@ static void on_message(void *ud, const char *topic, const void *payload,
 
 	if (!copy)
 		return;
-	memcpy(copy, payload, len);
+	if (len) /* an empty message has no payload pointer */
+		memcpy(copy, payload, len);
 	copy[len] = '\0';
 	for (unsigned i = 0; i < c->n_ext; i++)
 		if (c->ext[i].ops->message)
@@ -221,9 +224,9 @@ static void pump(struct cloud *c)
 	if (c->pumping)
 		return;
 	c->pumping = true;
-	if (mqtt_connected(c->mqtt))
+	if (mqtt_connected(c->mqtt) && !c->held)
 		pump_events(c);
-	while (mqtt_connected(c->mqtt) && c->win_n < c->win_cap) {
+	while (mqtt_connected(c->mqtt) && !c->held && c->win_n < c->win_cap) {
 		size_t n = store_next(c->st, c->rows, c->want_rows);
 		size_t len, used, bad = 0;
 		struct batch *b;
@@ -430,6 +433,13 @@ size_t cloud_set_max_payload(struct cloud *c, size_t bytes)
 		bytes = c->buf_cap;
 	c->max_payload = bytes;
 	return bytes;
+}
+
+void cloud_hold(struct cloud *c, bool hold)
+{
+	c->held = hold;
+	if (!hold)
+		pump(c);
 }
 
 size_t cloud_max_payload(const struct cloud *c)

@@ -90,6 +90,12 @@ int cloud_try_tls(struct cloud *c, SSL_CTX *tls,
 #define CLOUD_MIN_PAYLOAD 256
 size_t cloud_set_max_payload(struct cloud *c, size_t bytes);
 size_t cloud_max_payload(const struct cloud *c);
+/*
+ * Holds samples and events back in this session (a companion asks for the
+ * session's limit first: publishing above it would close the connection);
+ * false sends what waits.  A disconnect releases the hold.
+ */
+void cloud_hold(struct cloud *c, bool hold);
 /* The profile's uplink topic (where s/us lines go). */
 const char *cloud_uplink_topic(const struct cloud *c);
 

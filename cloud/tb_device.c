@@ -13,8 +13,10 @@
  *   restarts or reloads, and the next connect fetches it again.
  * - getSessionLimits (client-side RPC) is asked on every connect: its
  *   maxPayloadSize becomes the uplink's packing limit for this session.
- *   When the platform does not answer, the profile's default (64 KiB)
- *   stays.
+ *   Telemetry waits for the answer (a publish above the platform's limit
+ *   closes the connection, and a backlog would then never drain); when the
+ *   platform does not answer within LIMITS_WAIT_MS (before ThingsBoard 3.5
+ *   there is no such RPC), the profile's default (64 KiB) applies.
  * - A server-side RPC always gets an answer on .../response/<id>: the
  *   result, or {"error": "..."} (unknown method, bad params, malformed
  *   JSON), so the platform's call fails fast instead of timing out.  A
@@ -34,6 +36,8 @@
 #include "tb.h"
 
 #define MAX_ID 16
+/* how long telemetry waits for getSessionLimits before the default */
+#define LIMITS_WAIT_MS 5000
 
 struct pin {
 	unsigned pin;
@@ -42,6 +46,7 @@ struct pin {
 
 struct tb_device {
 	struct cloud *cloud;
+	struct loop_timer *limits_timer;
 	struct tb_device_host h;
 	eb_report_fn report;
 	char *shared_keys; /* for the attribute request */
@@ -368,6 +373,27 @@ static void server_rpc(struct tb_device *t, const char *id, const char *payload,
 	json_decref(req);
 }
 
+/* The session's limit is known (or will not be): telemetry may go. */
+static void release(struct tb_device *t)
+{
+	loop_timer_disarm(t->limits_timer);
+	cloud_hold(t->cloud, false);
+}
+
+static void on_limits_timeout(struct loop *l, struct loop_timer *timer,
+			      void *ud)
+{
+	struct tb_device *t = ud;
+
+	(void)l;
+	(void)timer;
+	report(t, EB_LOG_INFO,
+	       "no answer to getSessionLimits: %zu bytes per message",
+	       cloud_max_payload(t->cloud));
+	t->limits_id = 0;
+	cloud_hold(t->cloud, false);
+}
+
 /* An answer to one of our requests (attributes, getSessionLimits). */
 static void answer(struct tb_device *t, unsigned id, json_t *o)
 {
@@ -383,6 +409,7 @@ static void answer(struct tb_device *t, unsigned id, json_t *o)
 
 		t->limits_id = 0;
 		if (!json_is_integer(max) || json_integer_value(max) <= 0) {
+			release(t);
 			t->st.malformed++;
 			report(t, EB_LOG_WARNING,
 			       "getSessionLimits without a maxPayloadSize: "
@@ -392,6 +419,7 @@ static void answer(struct tb_device *t, unsigned id, json_t *o)
 		}
 		now = cloud_set_max_payload(t->cloud,
 					    (size_t)json_integer_value(max));
+		release(t);
 		report(t, EB_LOG_INFO,
 		       "session limit: %lld bytes per message (packing up to "
 		       "%zu)",
@@ -448,6 +476,8 @@ static void on_connected(void *ud)
 		t->attr_id = request(
 			t, TB_TOPIC_ATTR_REQUEST,
 			json_pack("{s:s}", "sharedKeys", t->shared_keys));
+	cloud_hold(t->cloud, true);
+	loop_timer_arm_in(t->limits_timer, LIMITS_WAIT_MS);
 	t->limits_id = request(t, TB_TOPIC_RPC_REQUEST,
 			       json_pack("{s:s, s:{}}", "method",
 					 "getSessionLimits", "params"));
@@ -458,6 +488,7 @@ static void on_disconnected(void *ud)
 	struct tb_device *t = ud;
 
 	t->attr_id = t->limits_id = 0;
+	loop_timer_disarm(t->limits_timer);
 }
 
 static void on_message(void *ud, const char *topic, const char *payload,
@@ -480,7 +511,6 @@ struct tb_device *tb_device_new(struct loop *loop, const struct eb_config *cfg,
 	struct tb_device *t = calloc(1, sizeof(*t));
 	size_t keys = 1;
 
-	(void)loop;
 	if (!t)
 		goto oom;
 	t->cloud = cloud;
@@ -490,9 +520,10 @@ struct tb_device *tb_device_new(struct loop *loop, const struct eb_config *cfg,
 		keys += strlen(TB_ATTR_INTERVAL_PREFIX
 				       TB_ATTR_INTERVAL_SUFFIX) +
 			strlen(cfg->sensor[i].name) + 1;
+	t->limits_timer = loop_timer_new(loop, on_limits_timeout, t);
 	t->shared_keys = calloc(1, keys);
 	t->pins = calloc(cfg->cloud.n_gpio_pin + 1, sizeof(*t->pins));
-	if (!t->shared_keys || !t->pins)
+	if (!t->limits_timer || !t->shared_keys || !t->pins)
 		goto oom;
 	for (size_t i = 0, o = 0; i < cfg->n_sensor; i++)
 		o += (size_t)sprintf(t->shared_keys + o, "%s%s%s%s",
@@ -525,6 +556,7 @@ struct tb_device *tb_device_free(struct tb_device *t)
 		free(t->pins[i].sensor);
 	free(t->pins);
 	free(t->shared_keys);
+	loop_timer_free(t->limits_timer);
 	free(t);
 	return NULL;
 }
