@@ -155,11 +155,12 @@ check-gpio: deps
 demo: deps $(B)/edgebridged
 	$(PYTHON) scripts/demo.py
 
-bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth $(B)/tests/c8y_plugin.so
+bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth $(B)/tests/c8y_plugin.so $(B)/tests/tb_plugin.so
 	rm -f $(B)/bench/throughput.json; rc=0; \
 	$(PYTHON) bench/throughput.py --json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/store_forward.py --throughput-json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/bulk_drain.py --json $(B)/bench/bulk_drain.json || rc=1; \
+	$(PYTHON) bench/tb_throughput.py || rc=1; \
 	exit $$rc
 
 # libFuzzer targets for the parsers (clang, libclang-rt-14-dev); FUZZ_SECONDS

@@ -87,7 +87,7 @@ int cloud_try_tls(struct cloud *c, SSL_CTX *tls,
  * max_payload_cap].  Returns the limit now in force.  Every connect starts
  * again from the profile's max_payload.
  */
-#define CLOUD_MIN_PAYLOAD 256
+#define CLOUD_MIN_PAYLOAD 64
 size_t cloud_set_max_payload(struct cloud *c, size_t bytes);
 size_t cloud_max_payload(const struct cloud *c);
 /*

@@ -39,7 +39,10 @@
  *
  * Options (plugin_opt_NAME VALUE): record_file (required), device_certs
  * and profile_cas (PEM files, either or both), admin (CNs, separated by
- * spaces or commas; default observer), max_payload.
+ * spaces or commas; default observer), max_payload, reported_max_payload
+ * (what getSessionLimits reports, default max_payload: a benchmark makes
+ * the device send one object per publish without the platform refusing its
+ * attributes).
  */
 
 #include <errno.h>
@@ -91,6 +94,7 @@ static struct {
 	X509 *certs[MAX_CERTS], *cas[MAX_CERTS];
 	size_t n_certs, n_cas;
 	long max_payload;
+	long reported; /* what getSessionLimits says (0: max_payload) */
 	bool limits;
 	struct session *sessions;
 	struct pending *pending;
@@ -325,7 +329,8 @@ static void client_rpc(struct session *s, const char *id, const json_t *req)
 	snprintf(topic, sizeof topic, ME "rpc/response/%s", id);
 	send_json(s->device, topic,
 		  json_pack("{s:I, s:i, s:{s:s, s:s, s:s}}", "maxPayloadSize",
-			    (json_int_t)g.max_payload, "maxInflightMessages",
+			    (json_int_t)(g.reported ? g.reported : g.max_payload),
+			    "maxInflightMessages",
 			    100, "rateLimits", "messages",
 			    "200:1,6000:60,14000:3600", "telemetryMessages",
 			    "100:1,3000:60,7000:3600", "telemetryDataPoints",
@@ -771,6 +776,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		} else if (!strcmp(k, "admin")) {
 			if (!set_admins(v))
 				return init_fail("out of memory", NULL);
+		} else if (!strcmp(k, "reported_max_payload")) {
+			g.reported = strtol(v, &end, 10);
+			if (*end || g.reported < 1)
+				return init_fail("bad reported_max_payload", v);
 		} else if (!strcmp(k, "max_payload")) {
 			g.max_payload = strtol(v, &end, 10);
 			if (*end || g.max_payload < 1)

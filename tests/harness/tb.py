@@ -40,13 +40,15 @@ class TbCloud:
     ("X.509 certificate" credentials); profile_cas: PEM files of CAs
     registered on a device profile (the "X.509 certificate chain"
     provisioning of ThingsBoard >= 3.5). max_payload: the session limit
-    (bytes of payload). broker_kw: more Broker(...) arguments.
+    (bytes of payload); reported_max_payload: what getSessionLimits says
+    instead (benchmarks). broker_kw: more Broker(...) arguments.
     """
 
     def __init__(self, dir: Path | str, pki: Pki, *,
                  device_certs: Sequence[Path | str] = (),
                  profile_cas: Sequence[Path | str] = (),
-                 max_payload: int = 65536, admins: Sequence[str] = ("observer",),
+                 max_payload: int = 65536, reported_max_payload: Optional[int] = None,
+                 admins: Sequence[str] = ("observer",),
                  **broker_kw: Any):
         if not PLUGIN.is_file():
             raise HarnessError(f"the ThingsBoard emulator plugin {PLUGIN} is missing: "
@@ -59,6 +61,8 @@ class TbCloud:
                 f"plugin_opt_record_file {self.record_file}",
                 f"plugin_opt_admin {','.join(dict.fromkeys([*admins, ADMIN_CN]))}",
                 f"plugin_opt_max_payload {int(max_payload)}"]
+        if reported_max_payload:
+            conf.append(f"plugin_opt_reported_max_payload {int(reported_max_payload)}")
         for name, files in (("device_certs", device_certs), ("profile_cas", profile_cas)):
             if files:
                 bundle = self.dir / f"{name}.pem"
