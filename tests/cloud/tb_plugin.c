@@ -111,8 +111,8 @@ static void record(const char *ev, json_t *o)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	json_object_set_new(o, "ev", json_string(ev));
-	json_object_set_new(o, "t", json_real((double)ts.tv_sec +
-					      ts.tv_nsec / 1e9));
+	json_object_set_new(o, "t",
+			    json_real((double)ts.tv_sec + ts.tv_nsec / 1e9));
 	if (g.rec) {
 		char *s = json_dumps(o, JSON_COMPACT);
 		if (s) {
@@ -216,9 +216,9 @@ static bool send_to(const char *device, const char *topic, const char *payload)
 			    s->client_id, topic, (int)strlen(payload), payload,
 			    1, false, NULL) == MOSQ_ERR_SUCCESS;
 
-	record("sent", json_pack("{s:s, s:s, s:s, s:b}", "device", device,
-				 "topic", topic, "payload", payload,
-				 "delivered", sent));
+	record("sent",
+	       json_pack("{s:s, s:s, s:s, s:b}", "device", device, "topic",
+			 topic, "payload", payload, "delivered", sent));
 	return sent;
 }
 
@@ -238,7 +238,8 @@ static void flush(const char *device)
 
 	for (struct pending **pp = &g.pending; *pp;) {
 		struct pending *p = *pp;
-		if (strcmp(p->device, device) || !s || !subscribed(s, p->topic)) {
+		if (strcmp(p->device, device) || !s ||
+		    !subscribed(s, p->topic)) {
 			pp = &p->next;
 			continue;
 		}
@@ -268,7 +269,8 @@ static bool flat_object(const json_t *o)
 
 static bool ts_object(const json_t *o)
 {
-	json_t *ts = json_object_get(o, "ts"), *v = json_object_get(o, "values");
+	json_t *ts = json_object_get(o, "ts"),
+	       *v = json_object_get(o, "values");
 	return json_is_object(o) && json_object_size(o) == 2 &&
 	       json_is_integer(ts) && json_integer_value(ts) > 0 &&
 	       flat_object(v);
@@ -282,10 +284,10 @@ static bool valid_telemetry(const json_t *o)
 	if (json_is_array(o)) {
 		if (!json_array_size(o))
 			return false;
-		json_array_foreach(o, i, e) if (!ts_object(e) &&
-						  !(flat_object(e) &&
-						    !json_object_get(e, "ts")))
-			return false;
+		json_array_foreach(
+			o, i, e) if (!ts_object(e) &&
+				     !(flat_object(e) &&
+				       !json_object_get(e, "ts"))) return false;
 		return true;
 	}
 	if (json_object_get(o, "ts") || json_object_get(o, "values"))
@@ -327,14 +329,14 @@ static void client_rpc(struct session *s, const char *id, const json_t *req)
 	    strcmp(json_string_value(m), "getSessionLimits") || !g.limits)
 		return;
 	snprintf(topic, sizeof topic, ME "rpc/response/%s", id);
-	send_json(s->device, topic,
-		  json_pack("{s:I, s:i, s:{s:s, s:s, s:s}}", "maxPayloadSize",
-			    (json_int_t)(g.reported ? g.reported : g.max_payload),
-			    "maxInflightMessages",
-			    100, "rateLimits", "messages",
-			    "200:1,6000:60,14000:3600", "telemetryMessages",
-			    "100:1,3000:60,7000:3600", "telemetryDataPoints",
-			    "200:1,6000:60,14000:3600"));
+	send_json(
+		s->device, topic,
+		json_pack("{s:I, s:i, s:{s:s, s:s, s:s}}", "maxPayloadSize",
+			  (json_int_t)(g.reported ? g.reported : g.max_payload),
+			  "maxInflightMessages", 100, "rateLimits", "messages",
+			  "200:1,6000:60,14000:3600", "telemetryMessages",
+			  "100:1,3000:60,7000:3600", "telemetryDataPoints",
+			  "200:1,6000:60,14000:3600"));
 }
 
 /* Returns a mosquitto error to close the connection (no PUBACK). */
@@ -356,7 +358,8 @@ static int device_message(struct session *s, const char *t, const void *p,
 	json_object_set(o, "data", data);
 	if (!strcmp(t, ME "telemetry") || !strcmp(t, ME "attributes")) {
 		bool tele = !strcmp(t, ME "telemetry");
-		if (!ok || !(tele ? valid_telemetry(data) : flat_object(data))) {
+		if (!ok ||
+		    !(tele ? valid_telemetry(data) : flat_object(data))) {
 			record("invalid", o);
 			json_decref(data);
 			return MOSQ_ERR_MALFORMED_PACKET;
@@ -372,10 +375,10 @@ static int device_message(struct session *s, const char *t, const void *p,
 		if (json_is_object(data))
 			client_rpc(s, t + strlen(ME "rpc/request/"), data);
 	} else if (numbered(t, ME "rpc/response/")) {
-		json_object_set_new(o, "id", json_string(t + strlen(ME
-								   "rpc/"
-								   "response"
-								   "/")));
+		json_object_set_new(o, "id",
+				    json_string(t + strlen(ME "rpc/"
+							      "response"
+							      "/")));
 		json_object_set_new(o, "valid", json_boolean(ok));
 		record("rpc_response", o);
 	} else {
@@ -442,7 +445,8 @@ static void inject(const char *t, const void *p, size_t n)
 		struct pending *q = calloc(1, sizeof *q);
 		snprintf(topic, sizeof topic, ME "rpc/request/%s", slash + 5);
 		if (!q || !(q->device = strdup(name)) ||
-		    !(q->topic = strdup(topic)) || !(q->payload = strndup(p, n))) {
+		    !(q->topic = strdup(topic)) ||
+		    !(q->payload = strndup(p, n))) {
 			if (q) {
 				free(q->device);
 				free(q->topic);
@@ -454,9 +458,9 @@ static void inject(const char *t, const void *p, size_t n)
 		while (*pp)
 			pp = &(*pp)->next;
 		*pp = q;
-		record("rpc_queued", json_pack("{s:s, s:s, s:s%}", "device",
-					       name, "id", slash + 5, "payload",
-					       p, n));
+		record("rpc_queued",
+		       json_pack("{s:s, s:s, s:s%}", "device", name, "id",
+				 slash + 5, "payload", p, n));
 		flush(name);
 	}
 }
@@ -587,8 +591,7 @@ static int on_acl(int event, void *data, void *userdata)
 		return MOSQ_ERR_SUCCESS;
 	switch (ev->access) {
 	case MOSQ_ACL_WRITE:
-		return device_write(t) ? MOSQ_ERR_SUCCESS
-				       : deny(s, "write", t);
+		return device_write(t) ? MOSQ_ERR_SUCCESS : deny(s, "write", t);
 	case MOSQ_ACL_SUBSCRIBE:
 		if (!device_sub(t))
 			return deny(s, "subscribe", t);
@@ -600,8 +603,8 @@ static int on_acl(int event, void *data, void *userdata)
 				s->subs[i] = strdup(t);
 				break;
 			}
-		record("subscribe", json_pack("{s:s, s:s}", "device",
-					      s->device, "topic", t));
+		record("subscribe", json_pack("{s:s, s:s}", "device", s->device,
+					      "topic", t));
 		/* the broker sends the SUBACK first, then these */
 		flush(s->device);
 		return MOSQ_ERR_SUCCESS;
