@@ -45,14 +45,15 @@ LIB_SRC := common/util.c common/sample.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
 	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \
-	   cloud/c8y_ops.c
+	   cloud/c8y_ops.c cloud/thingsboard.c cloud/tb_device.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c \
 	      daemon/renew.c
 TOOL_SRC   := $(sort $(wildcard tools/*.c))
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers test_gpio test_dht22 \
-	      test_pack test_store test_certcheck test_c8y test_renewal
+	      test_pack test_store test_certcheck test_c8y test_renewal \
+	      test_tb
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)
@@ -156,11 +157,12 @@ check-gpio: deps
 demo: deps $(B)/edgebridged
 	$(PYTHON) scripts/demo.py
 
-bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth $(B)/tests/c8y_plugin.so
+bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth $(B)/tests/c8y_plugin.so $(B)/tests/tb_plugin.so
 	rm -f $(B)/bench/throughput.json; rc=0; \
 	$(PYTHON) bench/throughput.py --json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/store_forward.py --throughput-json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/bulk_drain.py --json $(B)/bench/bulk_drain.json || rc=1; \
+	$(PYTHON) bench/tb_throughput.py || rc=1; \
 	exit $$rc
 
 # libFuzzer targets for the parsers (clang, libclang-rt-14-dev); FUZZ_SECONDS

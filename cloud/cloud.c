@@ -54,13 +54,16 @@ struct cloud {
 	eb_report_fn report;
 	char *bootstrap;
 	size_t bootstrap_len;
-	char *buf; /* one payload */
+	char *buf; /* one payload: buf_cap + 1 bytes */
+	size_t buf_cap;
+	size_t max_payload; /* this session's limit (<= buf_cap) */
 	struct store_row rows[MAX_ROWS];
 	bool bad[MAX_ROWS];
 	size_t want_rows; /* rows to read per publish, adapted to use */
 	struct batch *win;
 	unsigned win_cap, win_n;
 	bool pumping;
+	bool held; /* a companion waits for the session's limits */
 	struct cloud_stats st_;
 	void (*acked_fn)(void *ud);
 	void *acked_ud;
@@ -76,9 +79,14 @@ static void on_connected(void *ud)
 	c->st_.connected = true;
 	c->st_.connects++;
 	c->win_n = 0;
+	/* a limit the platform told the last session may not hold now */
+	c->max_payload = c->profile->max_payload;
 	store_connected(c->st);
 	if (c->bootstrap_len) {
-		r = mqtt_publish(c->mqtt, c->profile->uplink_topic,
+		r = mqtt_publish(c->mqtt,
+				 c->profile->bootstrap_topic
+					 ? c->profile->bootstrap_topic
+					 : c->profile->uplink_topic,
 				 c->bootstrap, c->bootstrap_len, 1, &mid);
 		if (r < 0 && c->report)
 			c->report(EB_LOG_WARNING, "cloud",
@@ -96,6 +104,7 @@ static void on_disconnected(void *ud)
 	struct cloud *c = ud;
 
 	c->st_.connected = false;
+	c->held = false;
 	c->win_n = 0; /* offered again after the next connect */
 	while (c->n_side) {
 		struct side_pub p = c->side[--c->n_side];
@@ -116,7 +125,8 @@ static void on_message(void *ud, const char *topic, const void *payload,
 
 	if (!copy)
 		return;
-	memcpy(copy, payload, len);
+	if (len) /* an empty message has no payload pointer */
+		memcpy(copy, payload, len);
 	copy[len] = '\0';
 	for (unsigned i = 0; i < c->n_ext; i++)
 		if (c->ext[i].ops->message)
@@ -187,9 +197,9 @@ static void pump_events(struct cloud *c)
 		struct batch *b;
 		int len, mid;
 
-		len = c->profile->format_event(
-			ev[i].type, ev[i].severity, ev[i].text, ev[i].time_ms,
-			c->buf, c->profile->max_payload + 1);
+		len = c->profile->format_event(ev[i].type, ev[i].severity,
+					       ev[i].text, ev[i].time_ms,
+					       c->buf, c->max_payload + 1);
 		if (len < 0) {
 			store_event_ack(c->st, ev[i].id); /* unsendable */
 			continue;
@@ -214,9 +224,9 @@ static void pump(struct cloud *c)
 	if (c->pumping)
 		return;
 	c->pumping = true;
-	if (mqtt_connected(c->mqtt))
+	if (mqtt_connected(c->mqtt) && !c->held)
 		pump_events(c);
-	while (mqtt_connected(c->mqtt) && c->win_n < c->win_cap) {
+	while (mqtt_connected(c->mqtt) && !c->held && c->win_n < c->win_cap) {
 		size_t n = store_next(c->st, c->rows, c->want_rows);
 		size_t len, used, bad = 0;
 		struct batch *b;
@@ -224,8 +234,8 @@ static void pump(struct cloud *c)
 
 		if (!n)
 			break;
-		used = profile_pack(c->profile, c->rows, n, c->buf, &len,
-				    c->bad);
+		used = profile_pack_limit(c->profile, c->max_payload, c->rows,
+					  n, c->buf, &len, c->bad);
 		/* read a little more than one publish takes, next time */
 		if (used == n)
 			c->want_rows = n * 2 < MAX_ROWS ? n * 2 : MAX_ROWS;
@@ -305,7 +315,11 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 			cfg->cloud.profile);
 		return cloud_free(c);
 	}
-	c->buf = malloc(c->profile->max_payload + 1);
+	c->max_payload = c->profile->max_payload;
+	c->buf_cap = c->profile->max_payload_cap > c->max_payload
+			     ? c->profile->max_payload_cap
+			     : c->max_payload;
+	c->buf = malloc(c->buf_cap + 1);
 	c->bootstrap = malloc(c->profile->max_payload + 1);
 	c->win_cap = cfg->cloud.max_inflight;
 	c->win = calloc(c->win_cap, sizeof(*c->win));
@@ -409,6 +423,28 @@ int cloud_publish(struct cloud *c, const char *topic, const char *payload,
 		return r;
 	c->side[c->n_side++] = (struct side_pub){ mid, done, ud };
 	return 0;
+}
+
+size_t cloud_set_max_payload(struct cloud *c, size_t bytes)
+{
+	if (bytes < CLOUD_MIN_PAYLOAD)
+		bytes = CLOUD_MIN_PAYLOAD;
+	if (bytes > c->buf_cap)
+		bytes = c->buf_cap;
+	c->max_payload = bytes;
+	return bytes;
+}
+
+void cloud_hold(struct cloud *c, bool hold)
+{
+	c->held = hold;
+	if (!hold)
+		pump(c);
+}
+
+size_t cloud_max_payload(const struct cloud *c)
+{
+	return c->max_payload;
 }
 
 const char *cloud_uplink_topic(const struct cloud *c)

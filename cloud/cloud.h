@@ -81,6 +81,21 @@ int cloud_publish(struct cloud *c, const char *topic, const char *payload,
 int cloud_try_tls(struct cloud *c, SSL_CTX *tls,
 		  void (*done)(void *ud, bool ok, const char *reason),
 		  void *ud);
+/*
+ * This session's payload limit, as the platform reported it (ThingsBoard's
+ * getSessionLimits), clamped to [CLOUD_MIN_PAYLOAD, the profile's
+ * max_payload_cap].  Returns the limit now in force.  Every connect starts
+ * again from the profile's max_payload.
+ */
+#define CLOUD_MIN_PAYLOAD 64
+size_t cloud_set_max_payload(struct cloud *c, size_t bytes);
+size_t cloud_max_payload(const struct cloud *c);
+/*
+ * Holds samples and events back in this session (a companion asks for the
+ * session's limit first: publishing above it would close the connection);
+ * false sends what waits.  A disconnect releases the hold.
+ */
+void cloud_hold(struct cloud *c, bool hold);
 /* The profile's uplink topic (where s/us lines go). */
 const char *cloud_uplink_topic(const struct cloud *c);
 

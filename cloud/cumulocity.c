@@ -287,10 +287,3 @@ const struct cloud_profile profile_cumulocity = {
 	.format = c8y_format,
 	.format_event = c8y_format_event,
 };
-
-const struct cloud_profile *profile_find(const char *name)
-{
-	if (!strcmp(name, profile_cumulocity.name))
-		return &profile_cumulocity;
-	return NULL;
-}

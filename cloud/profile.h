@@ -14,10 +14,18 @@
 #include "../common/sample.h"
 #include "../config/config.h"
 
+struct store_row;
+
 struct cloud_profile {
 	const char *name;
 	const char *uplink_topic; /* where samples are published */
 	size_t max_payload;	  /* platform's publish limit in bytes */
+	/* A platform that tells each session its own limit may raise it at
+	 * run time up to this (cloud_set_max_payload()); 0: max_payload is
+	 * fixed. */
+	size_t max_payload_cap;
+	/* where the bootstrap message goes (NULL: uplink_topic) */
+	const char *bootstrap_topic;
 	/* the last will: what the broker says when we vanish (NULL: none) */
 	const char *will_payload;
 	/* A batch is open + rec (sep rec)* + close. */
@@ -34,11 +42,17 @@ struct cloud_profile {
 	int (*format_event)(const char *type, const char *severity,
 			    const char *text, int64_t time_ms, char *buf,
 			    size_t len);
+	/* Optional: packs rows itself, where records merge (samples of one
+	 * timestamp in one object).  Same contract as profile_pack(), with
+	 * the session's limit instead of max_payload.  NULL: open + rec
+	 * (sep rec)* + close of format(). */
+	size_t (*pack)(const struct cloud_profile *p, size_t limit,
+		       const struct store_row *rows, size_t n, char *buf,
+		       size_t *len, bool *bad);
 };
 
 const struct cloud_profile *profile_find(const char *name);
 
-struct store_row;
 /*
  * Packs rows, in order, into one payload of at most p->max_payload bytes in
  * buf (which holds max_payload + 1).  Returns how many rows it consumed;
@@ -48,8 +62,13 @@ struct store_row;
  */
 size_t profile_pack(const struct cloud_profile *p, const struct store_row *rows,
 		    size_t n, char *buf, size_t *len, bool *bad);
+/* The same with another limit (buf holds limit + 1). */
+size_t profile_pack_limit(const struct cloud_profile *p, size_t limit,
+			  const struct store_row *rows, size_t n, char *buf,
+			  size_t *len, bool *bad);
 
 extern const struct cloud_profile profile_cumulocity;
+extern const struct cloud_profile profile_thingsboard;
 
 /* Cumulocity helpers, exported for the unit tests. */
 int c8y_format_time(int64_t time_ms, char *buf, size_t len);

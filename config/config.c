@@ -600,6 +600,7 @@ static const struct key_def keys[] = {
 	KEY("cloud", "restart_command", K_STRING, cloud.restart_command, false,
 	    0, 0),
 	KEY("cloud", "relay", K_STRING, cloud.relay, false, 0, 0),
+	KEY("cloud", "gpio_pins", K_STRING, cloud.gpio_pins, false, 0, 0),
 	KEY("store", "max_size", K_SIZE, store.max_size, false, 65536, 0),
 	KEY("store", "max_age", K_DURATION, store.max_age_ms, false, 0, 0),
 	KEYC("store", "overflow", store.overflow, overflow_choices),
@@ -876,6 +877,77 @@ static bool same_path(const char *a, const char *b)
 	return a && b && streq(a, b);
 }
 
+static bool has_sensor(const struct eb_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->n_sensor; i++)
+		if (streq(c->sensor[i].name, name))
+			return true;
+	return false;
+}
+
+/* "7:relay, 8:valve" (commas or blanks between pairs): every pin once,
+ * every sensor configured.  The drivers check that it is an output. */
+static void parse_gpio_pins(struct loader *l, const char *main_file)
+{
+	struct eb_config *c = l->cfg;
+	struct eb_loc loc = loc_of(l, "cloud", "gpio_pins", main_file);
+	const char *p = c->cloud.gpio_pins;
+
+	while (p && *p) {
+		struct eb_gpio_pin *a;
+		uint64_t pin;
+		size_t n;
+		char item[160], *colon;
+
+		p += strspn(p, " \t,");
+		n = strcspn(p, " \t,");
+		if (!n)
+			break;
+		snprintf(item, sizeof(item), "%.*s", (int)n, p);
+		p += n;
+		colon = strchr(item, ':');
+		if (!colon || n >= sizeof(item)) {
+			diags_add(l->diags, &loc,
+				  "cloud.gpio_pins: '%s' is not PIN:SENSOR "
+				  "(e.g. 7:relay)",
+				  item);
+			continue;
+		}
+		*colon = '\0';
+		if (config_parse_uint(item, 65535, &pin) < 0) {
+			diags_add(l->diags, &loc,
+				  "cloud.gpio_pins: '%s' is not a pin number",
+				  item);
+			continue;
+		}
+		if (!has_sensor(c, colon + 1)) {
+			diags_add(l->diags, &loc,
+				  "cloud.gpio_pins: no [sensor.%s] is "
+				  "configured",
+				  colon + 1);
+			continue;
+		}
+		for (size_t i = 0; i < c->cloud.n_gpio_pin; i++)
+			if (c->cloud.gpio_pin[i].pin == pin) {
+				diags_add(l->diags, &loc,
+					  "cloud.gpio_pins: pin %llu is "
+					  "mapped twice",
+					  (unsigned long long)pin);
+				goto next;
+			}
+		a = realloc(c->cloud.gpio_pin,
+			    (c->cloud.n_gpio_pin + 1) * sizeof(*a));
+		if (!a)
+			return;
+		c->cloud.gpio_pin = a;
+		a[c->cloud.n_gpio_pin].pin = (unsigned)pin;
+		a[c->cloud.n_gpio_pin].sensor = strdup(colon + 1);
+		if (a[c->cloud.n_gpio_pin].sensor)
+			c->cloud.n_gpio_pin++;
+	next:;
+	}
+}
+
 static void check_semantics(struct loader *l, const char *main_file)
 {
 	struct eb_config *c = l->cfg;
@@ -951,11 +1023,12 @@ static void check_semantics(struct loader *l, const char *main_file)
 			diags_add(d, &loc, "hsm.pin_file '%s': %s",
 				  c->hsm.pin_file, strerror(errno));
 	}
-	if (c->cloud.profile && !streq(c->cloud.profile, "cumulocity")) {
+	if (c->cloud.profile && !streq(c->cloud.profile, "cumulocity") &&
+	    !streq(c->cloud.profile, "thingsboard")) {
 		loc = loc_of(l, "cloud", "profile", main_file);
 		diags_add(d, &loc,
 			  "cloud.profile: '%s' is not supported "
-			  "(supported: cumulocity)",
+			  "(supported: cumulocity, thingsboard)",
 			  c->cloud.profile);
 	}
 	if (c->cloud.ca_file) {
@@ -990,18 +1063,12 @@ static void check_semantics(struct loader *l, const char *main_file)
 		is_readable_file(c->cloud.http_ca_file, d, &loc,
 				 "cloud.http_ca_file");
 	}
-	if (c->cloud.relay) {
-		bool found = false;
-
-		for (size_t i = 0; i < c->n_sensor; i++)
-			found |= streq(c->sensor[i].name, c->cloud.relay);
-		if (!found) {
-			loc = loc_of(l, "cloud", "relay", main_file);
-			diags_add(d, &loc,
-				  "cloud.relay: no [sensor.%s] is configured",
-				  c->cloud.relay);
-		}
+	if (c->cloud.relay && !has_sensor(c, c->cloud.relay)) {
+		loc = loc_of(l, "cloud", "relay", main_file);
+		diags_add(d, &loc, "cloud.relay: no [sensor.%s] is configured",
+			  c->cloud.relay);
 	}
+	parse_gpio_pins(l, main_file);
 }
 
 static void set_defaults(struct eb_config *c)
@@ -1199,6 +1266,10 @@ struct eb_config *config_free(struct eb_config *c)
 	free(c->cloud.token_url);
 	free(c->cloud.restart_command);
 	free(c->cloud.relay);
+	free(c->cloud.gpio_pins);
+	for (size_t i = 0; i < c->cloud.n_gpio_pin; i++)
+		free(c->cloud.gpio_pin[i].sensor);
+	free(c->cloud.gpio_pin);
 	for (size_t i = 0; i < c->n_sensor; i++) {
 		struct eb_sensor_conf *s = &c->sensor[i];
 

@@ -67,6 +67,12 @@ struct eb_sensor_conf {
 	const char *state_dir;
 };
 
+/* [cloud] gpio_pins: a platform's GPIO pin number -> an output sensor */
+struct eb_gpio_pin {
+	unsigned pin;
+	char *sensor;
+};
+
 struct eb_config {
 	struct {
 		char *id;
@@ -111,6 +117,10 @@ struct eb_config {
 		/* operations */
 		char *restart_command; /* none: exit, systemd restarts us */
 		char *relay; /* sensor whose driver drives the relay */
+		/* ThingsBoard setGpio/getGpio: "7:relay, 8:valve" */
+		char *gpio_pins;
+		struct eb_gpio_pin *gpio_pin;
+		size_t n_gpio_pin;
 	} cloud;
 	struct {
 		uint64_t max_size;   /* cap of the queue database */

@@ -25,6 +25,7 @@
 #include "../cloud/c8y.h"
 #include "../cloud/cloud.h"
 #include "../cloud/https.h"
+#include "../cloud/tb.h"
 #include "../common/util.h"
 #include "../drivers/driver.h"
 #include "../hsm/certcheck.h"
@@ -55,6 +56,7 @@ struct daemon {
 	struct c8y_token *token;
 	struct c8y_bulk *bulk;
 	struct c8y_ops *ops;
+	struct tb_device *tb;
 	struct renew *renew;
 	struct sensors *sensors;
 	struct loop_timer *watchdog;
@@ -141,6 +143,14 @@ static struct eb_config *load_config(const char *path, bool to_stderr_plain,
 	return cfg;
 }
 
+/* The certificate rules of the configured cloud. */
+static enum cc_profile cert_profile(const struct eb_config *c)
+{
+	int p = certcheck_profile(c->cloud.profile);
+
+	return p < 0 ? CC_PROFILE_CUMULOCITY : (enum cc_profile)p;
+}
+
 /* Reports a certificate check; returns the number of failures. */
 static size_t report_certcheck(const struct cc_report *rep, bool quiet_pass)
 {
@@ -200,6 +210,19 @@ static void log_stats(struct daemon *d)
 		 (unsigned long long)cs.publishes, cs.inflight,
 		 (unsigned long long)cs.events, (unsigned long long)cs.connects,
 		 (unsigned long long)loop_wakeups(d->loop));
+	if (d->tb) {
+		struct tb_device_stats ts;
+
+		tb_device_get_stats(d->tb, &ts);
+		log_info("stats",
+			 "thingsboard: %llu RPCs (%llu answered with an "
+			 "error), %llu shared attributes applied, %llu "
+			 "malformed messages; %zu bytes per publish",
+			 (unsigned long long)ts.rpc_requests,
+			 (unsigned long long)ts.rpc_errors,
+			 (unsigned long long)ts.attr_updates,
+			 (unsigned long long)ts.malformed, ts.max_payload);
+	}
 	if (d->bulk) {
 		struct c8y_bulk_stats bs;
 		struct c8y_token_stats ts;
@@ -562,6 +585,80 @@ fail:
 	return EB_EXIT_FAILURE;
 }
 
+/* ---- what ThingsBoard's shared attributes and RPCs do ------------------ */
+
+/* r, with the reason of a failure copied to why */
+static int with_why(int r, const struct eb_err *err, char *why, size_t len)
+{
+	if (r < 0)
+		snprintf(why, len, "%s", err->msg);
+	return r;
+}
+
+static int tb_set_interval(void *ud, const char *sensor, uint64_t ms, char *why,
+			   size_t len)
+{
+	struct daemon *d = ud;
+	struct eb_err err = { "" };
+
+	return with_why(sensors_set_interval(d->sensors, sensor, ms, &err),
+			&err, why, len);
+}
+
+static int tb_write(void *ud, const char *sensor, double value, char *why,
+		    size_t len)
+{
+	struct daemon *d = ud;
+	struct eb_err err = { "" };
+
+	return with_why(sensors_write(d->sensors, sensor, value, &err), &err,
+			why, len);
+}
+
+static int tb_last(void *ud, size_t i, const char **name, const char **series,
+		   double *value, int64_t *time_ms)
+{
+	struct daemon *d = ud;
+
+	return sensors_last(d->sensors, i, name, series, value, time_ms);
+}
+
+/* ThingsBoard's companion: attributes, RPC, the session's limits. */
+static int start_tb(struct daemon *d)
+{
+	const struct tb_device_host host = {
+		.set_interval = tb_set_interval,
+		.write = tb_write,
+		.last = tb_last,
+		.ud = d,
+	};
+	struct eb_err err = { "" };
+
+	d->tb = tb_device_new(d->loop, d->cfg, d->cloud, &host, log_msg, &err);
+	if (!d->tb) {
+		log_error("cloud", "%s", err.msg);
+		return EB_EXIT_FAILURE;
+	}
+	return EB_EXIT_OK;
+}
+
+/* Each profile's companions; adding a platform adds a line here. */
+static const struct {
+	const char *profile;
+	int (*start)(struct daemon *d);
+} companions[] = {
+	{ "cumulocity", start_c8y },
+	{ "thingsboard", start_tb },
+};
+
+static int start_companions(struct daemon *d)
+{
+	for (size_t i = 0; i < EB_ARRAY_SIZE(companions); i++)
+		if (!strcmp(d->cfg->cloud.profile, companions[i].profile))
+			return companions[i].start(d);
+	return EB_EXIT_OK;
+}
+
 static void on_signal(struct loop *l, int signo, void *ud)
 {
 	struct daemon *d = ud;
@@ -712,6 +809,7 @@ static int run(struct daemon *d)
 		.expect_cn = d->cfg->gateway.id,
 		.now = time(NULL),
 		.warn_seconds = (int64_t)(d->cfg->cloud.cert_warn_ms / 1000),
+		.profile = cert_profile(d->cfg),
 	};
 	certcheck_run(&cp, &rep);
 	if (report_certcheck(&rep, false)) {
@@ -756,11 +854,9 @@ static int run(struct daemon *d)
 		log_error("main", "too many cloud companions");
 		return EB_EXIT_FAILURE;
 	}
-	if (!strcmp(d->cfg->cloud.profile, "cumulocity")) {
-		r = start_c8y(d);
-		if (r != EB_EXIT_OK)
-			return r;
-	}
+	r = start_companions(d);
+	if (r != EB_EXIT_OK)
+		return r;
 	d->key_uri = strdup(d->cfg->hsm.key);
 	d->cert_file = strdup(d->cfg->cloud.cert_file);
 	{
@@ -900,6 +996,7 @@ static void teardown(struct daemon *d)
 	d->bulk = c8y_bulk_free(d->bulk);
 	d->token = c8y_token_free(d->token);
 	d->ops = c8y_ops_free(d->ops);
+	d->tb = tb_device_free(d->tb);
 	d->https = https_free(d->https);
 	d->https_mtls = https_free(d->https_mtls);
 	d->cloud = cloud_free(d->cloud);
@@ -984,6 +1081,7 @@ int main(int argc, char **argv)
 			.now = time(NULL),
 			.warn_seconds =
 				(int64_t)(d.cfg->cloud.cert_warn_ms / 1000),
+			.profile = cert_profile(d.cfg),
 		};
 		certcheck_run(&cp, &rep);
 		for (size_t i = 0; i < rep.n; i++)

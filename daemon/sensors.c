@@ -58,6 +58,10 @@ struct sensor {
 	bool failing;
 	bool exhausted;
 	uint64_t emitted;
+	/* the main series' last sample (a platform asks for it) */
+	bool has_last;
+	double last;
+	int64_t last_ms;
 };
 
 struct sensors {
@@ -81,6 +85,11 @@ static void push(struct sensor *s, struct sensor_meta *meta, double value,
 	};
 
 	s->emitted++;
+	if (meta == s->meta) {
+		s->has_last = true;
+		s->last = value;
+		s->last_ms = time_ms;
+	}
 	store_push(s->set->st, &smp);
 }
 
@@ -579,4 +588,47 @@ int sensors_write(struct sensors *set, const char *name, double value,
 		return 0;
 	}
 	return eb_errf(err, -ENOENT, "no sensor named %s is running", name);
+}
+
+int sensors_last(const struct sensors *set, size_t i, const char **name,
+		 const char **series, double *value, int64_t *time_ms)
+{
+	const struct sensor *s;
+
+	if (!set || i >= set->n)
+		return -ENOENT;
+	s = &set->s[i];
+	*name = s->conf->name;
+	*series = s->conf->series;
+	if (!s->has_last)
+		return -EAGAIN;
+	*value = s->last;
+	*time_ms = s->last_ms;
+	return 0;
+}
+
+int sensors_set_interval(struct sensors *set, const char *name,
+			 uint64_t interval_ms, struct eb_err *err)
+{
+	for (size_t i = 0; set && i < set->n; i++) {
+		struct sensor *s = &set->s[i];
+
+		if (strcmp(s->conf->name, name))
+			continue;
+		if (!interval_ms || !s->conf->interval_ms || s->fd >= 0 ||
+		    s->ops->wake_at)
+			return eb_errf(err, -ENOTSUP,
+				       "sensor %s is not polled on an "
+				       "interval",
+				       name);
+		/* in place: the driver stays open (an output keeps its
+		 * state); the next reading is one new interval from now */
+		s->conf->interval_ms = interval_ms;
+		if (s->state && loop_timer_armed(s->timer)) {
+			s->next_due = eb_now_ms() + interval_ms;
+			loop_timer_arm(s->timer, s->next_due);
+		}
+		return 0;
+	}
+	return eb_errf(err, -ENOENT, "no sensor %s", name);
 }

@@ -48,5 +48,15 @@ void sensors_resume(struct sensors *s);
  * 0, or -ENOENT / -ENOTSUP / the driver's -errno with err set. */
 int sensors_write(struct sensors *s, const char *name, double value,
 		  struct eb_err *err);
+/* The i-th sensor's name, series and last sample of its main series.
+ * 0, -EAGAIN (nothing read yet: name and series are set), -ENOENT (past
+ * the end). */
+int sensors_last(const struct sensors *s, size_t i, const char **name,
+		 const char **series, double *value, int64_t *time_ms);
+/* A polled sensor's interval changes in place (the driver is not
+ * re-opened).  0, or -ENOENT / -ENOTSUP with err set.  Lasts until the
+ * sensor list is rebuilt (reload). */
+int sensors_set_interval(struct sensors *s, const char *name,
+			 uint64_t interval_ms, struct eb_err *err);
 
 #endif

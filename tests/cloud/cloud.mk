@@ -11,3 +11,13 @@ $(B)/tests/c8y_plugin.so: tests/cloud/c8y_plugin.c tests/cloud/cloud.mk
 		-lcrypto -ljansson
 
 TEST_CLOUD += $(B)/tests/c8y_plugin.so
+
+# ThingsBoard MQTT device API emulator: loaded by tests/harness/tb.py
+# (TbCloud).  Same build as the Cumulocity one.
+$(B)/tests/tb_plugin.so: tests/cloud/tb_plugin.c tests/cloud/cloud.mk
+	@mkdir -p $(dir $@)
+	$(echo_cmd) CC-SO $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -shared -fPIC -o $@ $< \
+		-lcrypto -ljansson
+
+TEST_CLOUD += $(B)/tests/tb_plugin.so

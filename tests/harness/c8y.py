@@ -58,6 +58,66 @@ def decode_jwt(token: str, secret: Optional[bytes] = None) -> Dict[str, Any]:
     return payload
 
 
+def read_records(path: Path, ev: Optional[str] = None,
+                 device: Optional[str] = None) -> List[Dict[str, Any]]:
+    """An emulator plugin's JSON-lines record (optionally of one kind
+    and/or one device)."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.split("\n"):
+        if not line:
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        if ev is not None and r.get("ev") != ev:
+            continue
+        if device is not None and r.get("device") != device:
+            continue
+        out.append(r)
+    return out
+
+
+def admin_publish(broker: Broker, chain: Path, key: Path, client_id: str, topic: str,
+                  payload: bytes | str, timeout: float = 10) -> None:
+    """As an admin client of an emulator plugin: connect with chain/key,
+    publish at QoS 1, wait for the PUBACK, disconnect. Once this returns,
+    the plugin has handled the message."""
+    import paho.mqtt.client as mqtt  # deferred: only needed when used
+
+    c = mqtt.Client(client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
+    c.tls_set(ca_certs=str(broker.server_ca_file), certfile=str(chain),
+              keyfile=str(key), cert_reqs=ssl.CERT_REQUIRED,
+              tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    connected = threading.Event()
+    result: Dict[str, int] = {}
+
+    def on_connect(client, userdata, flags, rc):
+        result["rc"] = rc
+        connected.set()
+
+    c.on_connect = on_connect
+    try:
+        c.connect(broker.host, broker.port, keepalive=30)
+    except (OSError, ssl.SSLError) as e:
+        raise HarnessError(f"admin client cannot connect: {e}") from e
+    c.loop_start()
+    try:
+        if not connected.wait(timeout) or result.get("rc") != 0:
+            raise HarnessError(f"admin client not connected (rc={result.get('rc')})")
+        info = c.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise HarnessError(f"admin publish to {topic} not acknowledged")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
 class C8yCloud:
     """mosquitto + the Cumulocity emulator plugin, under `dir`.
 
@@ -133,24 +193,7 @@ class C8yCloud:
     def records(self, ev: Optional[str] = None,
                 device: Optional[str] = None) -> List[Dict[str, Any]]:
         """Every record so far (optionally of one kind and/or one device)."""
-        try:
-            text = self.record_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.split("\n"):
-            if not line:
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            if ev is not None and r.get("ev") != ev:
-                continue
-            if device is not None and r.get("device") != device:
-                continue
-            out.append(r)
-        return out
+        return read_records(self.record_file, ev, device)
 
     def lines(self, device: str, prefix: Optional[str] = None) -> List[str]:
         """The SmartREST lines the platform accepted from `device`, in order."""
@@ -188,38 +231,11 @@ class C8yCloud:
     def _admin_publish(self, topic: str, payload: bytes | str, timeout: float = 10) -> None:
         """Connect, publish at QoS 1, wait for the PUBACK, disconnect: once
         this returns, the plugin has handled the message."""
-        import paho.mqtt.client as mqtt  # deferred: only needed when used
-
         with self._lock:
             self._n += 1
             client_id = f"{ADMIN_CN}-{os.getpid()}-{self._n}"
-        c = mqtt.Client(client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
-        c.tls_set(ca_certs=str(self.broker.server_ca_file), certfile=str(self._admin_chain),
-                  keyfile=str(self._admin_key), cert_reqs=ssl.CERT_REQUIRED,
-                  tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        connected = threading.Event()
-        result: Dict[str, int] = {}
-
-        def on_connect(client, userdata, flags, rc):
-            result["rc"] = rc
-            connected.set()
-
-        c.on_connect = on_connect
-        try:
-            c.connect(self.broker.host, self.broker.port, keepalive=30)
-        except (OSError, ssl.SSLError) as e:
-            raise HarnessError(f"c8y admin client cannot connect: {e}") from e
-        c.loop_start()
-        try:
-            if not connected.wait(timeout) or result.get("rc") != 0:
-                raise HarnessError(f"c8y admin client not connected (rc={result.get('rc')})")
-            info = c.publish(topic, payload, qos=1)
-            info.wait_for_publish(timeout)
-            if not info.is_published():
-                raise HarnessError(f"c8y admin publish to {topic} not acknowledged")
-        finally:
-            c.disconnect()
-            c.loop_stop()
+        admin_publish(self.broker, self._admin_chain, self._admin_key, client_id,
+                      topic, payload, timeout)
 
     def send_operation(self, device: str, payload: str) -> None:
         """Send `payload` (e.g. "510,gw-0001") to `device` on s/ds. Queued by

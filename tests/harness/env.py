@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from . import expect
 from .broker import Broker, Observer
 from .c8y import C8yCloud
+from .tb import TbCloud
 from .config import ConfigFile, merge_sections, write_config
 from .daemon import Daemon, run_edgebridged
 from .pki import Issued, Pki
@@ -42,9 +43,12 @@ class Env:
     pki: share one (e.g. session-scoped) Pki between Envs for speed.
     server: the broker's server cert (default: pki.server_cert() for 127.0.0.1).
     broker_kw: more Broker(...) arguments (host=, port=, netns=, durable=).
-    cloud: None (plain broker) or "c8y": env.broker is then the broker of a
-    harness.c8y.C8yCloud (Cumulocity MQTT emulator plugin), kept as env.c8y;
-    cloud_kw: more C8yCloud(...) arguments (jwt_lifetime=, tenant=, ...).
+    cloud: None (plain broker), "c8y" or "tb": env.broker is then the broker
+    of a harness.c8y.C8yCloud (Cumulocity MQTT emulator plugin), kept as
+    env.c8y, or of a harness.tb.TbCloud (ThingsBoard), kept as env.tb, and
+    the config's [cloud] profile says thingsboard;
+    cloud_kw: more C8yCloud(...)/TbCloud(...) arguments (jwt_lifetime=,
+    max_payload=, ...; for "tb" also tb_mode="device"|"chain").
     """
 
     def __init__(self, dir: Path | str, pki: Optional[Pki] = None, *,
@@ -66,7 +70,24 @@ class Env:
         self.cert_file = self.device.write_chain(self.dir / "device-chain.pem", "full")
         self.pin_file = self.token.write_pin_file(self.dir / "pin", pin)
         self.c8y: Optional[C8yCloud] = None
-        if cloud == "c8y":
+        self.tb: Optional[TbCloud] = None
+        self.profile = "thingsboard" if cloud == "tb" else "cumulocity"
+        if cloud == "tb":
+            # tb_mode "device": this device's certificate is registered;
+            # "chain": the CA that issued it is registered on a device
+            # profile (the device is created from the CN)
+            kw = dict(cloud_kw or {})
+            mode = kw.pop("tb_mode", "device")
+            if mode == "device":
+                kw.setdefault("device_certs", [self.device.write_cert(self.dir / "device.pem")])
+            elif mode == "chain":
+                kw.setdefault("profile_cas", [self.pki.intermediate_file])
+            else:
+                raise HarnessError(f"unknown tb_mode {mode!r} (device or chain)")
+            self.tb = TbCloud(self.dir / "broker", self.pki, server=server,
+                              **kw, **dict(broker_kw or {}))
+            self.broker = self.tb.broker
+        elif cloud == "c8y":
             self.c8y = C8yCloud(self.dir / "broker", self.pki, server=server,
                                 **dict(cloud_kw or {}), **dict(broker_kw or {}))
             self.broker = self.c8y.broker
@@ -74,7 +95,7 @@ class Env:
             self.broker = Broker(self.dir / "broker", self.pki, server=server,
                                  **dict(broker_kw or {}))
         else:
-            raise HarnessError(f"unknown cloud {cloud!r} (None or \"c8y\")")
+            raise HarnessError(f"unknown cloud {cloud!r} (None, \"c8y\" or \"tb\")")
         self.state_dir = self.dir / "state"
         self.state_dir.mkdir(exist_ok=True)
         self.config_file: Optional[ConfigFile] = None
@@ -98,7 +119,7 @@ class Env:
                         "state_dir": self.state_dir, "log_level": "info"},
             "hsm": {"module": self.token.module, "key": self.token.uri,
                     "pin_file": self.pin_file},
-            "cloud": {"profile": "cumulocity", "host": self.broker.host,
+            "cloud": {"profile": self.profile, "host": self.broker.host,
                       "port": self.broker.port, "ca_file": self.broker.server_ca_file,
                       "cert_file": self.cert_file, "keepalive": "60s"},
         }
