@@ -597,7 +597,7 @@ int sensors_last(const struct sensors *set, size_t i, const char **name,
 
 	if (!set || i >= set->n)
 		return -ENOENT;
-	s = &set->s[i];
+	s = set->s[i];
 	*name = s->conf->name;
 	*series = s->conf->series;
 	if (!s->has_last)
@@ -611,7 +611,7 @@ int sensors_set_interval(struct sensors *set, const char *name,
 			 uint64_t interval_ms, struct eb_err *err)
 {
 	for (size_t i = 0; set && i < set->n; i++) {
-		struct sensor *s = &set->s[i];
+		struct sensor *s = set->s[i];
 
 		if (strcmp(s->conf->name, name))
 			continue;
