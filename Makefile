@@ -21,7 +21,8 @@ UNITDIR   ?= /lib/systemd/system
 PYTHON    ?= /usr/bin/python3
 PKG_CONFIG ?= pkg-config
 
-PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson libgpiod
+PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson libgpiod \
+	     libcoap-3-openssl
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
 WERROR    ?= -Werror
@@ -37,13 +38,14 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 LIB_SRC := common/util.c common/sample.c \
 	   config/config.c \
 	   daemon/loop.c \
-	   hsm/hsm.c hsm/certcheck.c hsm/p11.c hsm/renewal.c \
+	   hsm/hsm.c hsm/certcheck.c hsm/p11.c hsm/renewal.c hsm/hsm_coap.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c drivers/w1therm.c \
 	   drivers/iio.c drivers/gpio_common.c drivers/gpio_line.c \
 	   drivers/gpio_input.c drivers/gpio_output.c drivers/dht22.c \
 	   drivers/gpio_counter.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
+	   cloud/coaps.c \
 	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \
 	   cloud/c8y_ops.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c \
