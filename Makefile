@@ -54,7 +54,7 @@ TOOL_SRC   := $(sort $(wildcard tools/*.c))
 
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers test_gpio test_dht22 \
-	      test_pack test_store test_certcheck test_c8y test_renewal
+	      test_pack test_store test_certcheck test_c8y test_renewal test_coaps
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)
@@ -122,6 +122,13 @@ $(B)/bench/store_growth: bench/store_growth.c store/store.c store/memq.c \
 	$(echo_cmd) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) $(LDLIBS)
 
+# coap_client uses the daemon's identity code (hsm/) as it is.
+$(B)/bench/coap_client: bench/coap_client.c hsm/hsm.c hsm/hsm_coap.c \
+			common/util.c hsm/hsm.h hsm/hsm_coap.h common/util.h
+	@mkdir -p $(dir $@)
+	$(echo_cmd) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) $(LDLIBS)
+
 deps:
 	@scripts/install-deps
 
@@ -156,11 +163,13 @@ check-gpio: deps
 demo: deps $(B)/edgebridged
 	$(PYTHON) scripts/demo.py
 
-bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth $(B)/tests/c8y_plugin.so
+bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth $(B)/tests/c8y_plugin.so \
+       $(B)/bench/coap_client $(B)/tests/tb_coap_server
 	rm -f $(B)/bench/throughput.json; rc=0; \
 	$(PYTHON) bench/throughput.py --json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/store_forward.py --throughput-json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/bulk_drain.py --json $(B)/bench/bulk_drain.json || rc=1; \
+	$(PYTHON) bench/coap_throughput.py || rc=1; \
 	exit $$rc
 
 # libFuzzer targets for the parsers (clang, libclang-rt-14-dev); FUZZ_SECONDS

@@ -161,6 +161,17 @@ class TbCoap:
         return wait_until(lambda: (lambda p: p if len(p) >= n else None)(self.posts(path)),
                           timeout, interval=0.1, what=f"{n} POSTs to {path}")
 
+    def lines(self, path: str = "s/us") -> list:
+        """POSTed payloads on path split at LF, as broker.Line (topic = path),
+        for accounting.Ledger."""
+        from .broker import Line
+        out = []
+        for i, r in enumerate(self.posts(path)):
+            for text in r.get("payload", "").split("\n"):
+                if text:
+                    out.append(Line(r["path"], text, r["t"], i))
+        return out
+
     def wait_observers(self, path: str, n: int = 1, timeout: float = 15) -> List[dict]:
         def got():
             o = [r for r in self.records("observe") if r["path"] == path.lstrip("/")]
