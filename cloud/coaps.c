@@ -163,7 +163,8 @@ enum state {
 
 struct request {
 	int id;
-	long rpc_id; /* >= 0: the answer is an RPC response */
+	uint64_t deadline_ms; /* no answer by then: the session is lost */
+	long rpc_id;	      /* >= 0: the answer is an RPC response */
 	size_t tlen;
 	uint8_t token[8];
 	char path[MAX_PATH];
@@ -187,7 +188,7 @@ struct coaps {
 	coap_session_t *sess;
 	int fd; /* libcoap's epoll fd, registered with the loop */
 	bool dirty;
-	struct loop_timer *retry_timer, *handshake_timer;
+	struct loop_timer *retry_timer, *handshake_timer, *request_timer;
 	struct backoff backoff;
 	int next_id;
 	struct request *req;
@@ -258,6 +259,8 @@ static void drop_session(struct coaps *m)
 	m->sess = NULL;
 	m->n_req = 0;
 	m->n_obs = 0;
+	if (m->request_timer)
+		loop_timer_disarm(m->request_timer);
 	if (s) {
 		coap_session_set_app_data(s, NULL);
 		coap_session_release(s);
@@ -396,7 +399,10 @@ static int on_event(coap_session_t *s, const coap_event_t ev)
 			m->h->connected(m->ud);
 		break;
 	case COAP_EVENT_DTLS_CLOSED:
-		note_lost(m, "%s", "the server closed the DTLS session");
+		note_lost(m, "%s", "the DTLS session was closed");
+		break;
+	case COAP_EVENT_XMIT_BLOCK_FAIL:
+		note_lost(m, "%s", "a block-wise request failed");
 		break;
 	case COAP_EVENT_DTLS_ERROR:
 		note_lost(m, "%s", "DTLS error");
@@ -606,6 +612,46 @@ static void on_retry(struct loop *l, struct loop_timer *t, void *data)
 	attempt(data);
 }
 
+/*
+ * A guard behind libcoap's own retransmission: a request still unanswered
+ * well after RFC 7252's MAX_TRANSMIT_WAIT (per block) ends the session, so
+ * a transfer libcoap gave up on without telling us cannot hold the window.
+ */
+static uint64_t request_deadline(const struct coaps *m, size_t len)
+{
+	uint64_t wait = (uint64_t)m->ack_timeout_ms *
+			((2ULL << m->max_retransmit) - 1) * 3 / 2;
+
+	return eb_now_ms() + (len / 1024 + 1) * wait + 1000;
+}
+
+static void arm_request_timer(struct coaps *m)
+{
+	uint64_t first = UINT64_MAX;
+
+	for (unsigned i = 0; i < m->n_req; i++)
+		if (m->req[i].deadline_ms < first)
+			first = m->req[i].deadline_ms;
+	if (first == UINT64_MAX)
+		loop_timer_disarm(m->request_timer);
+	else
+		loop_timer_arm(m->request_timer, first);
+}
+
+static void on_request_timeout(struct loop *l, struct loop_timer *t, void *data)
+{
+	struct coaps *m = data;
+	uint64_t now = eb_now_ms();
+
+	(void)l, (void)t;
+	for (unsigned i = 0; i < m->n_req; i++)
+		if (m->req[i].deadline_ms <= now && m->state == ST_CONNECTED) {
+			lost(m, "a request got no answer in time");
+			return;
+		}
+	arm_request_timer(m);
+}
+
 static void on_handshake_timeout(struct loop *l, struct loop_timer *t,
 				 void *data)
 {
@@ -671,6 +717,7 @@ static struct transport *t_destroy(struct transport *t)
 		coap_free_context(m->ctx);
 	loop_timer_free(m->retry_timer);
 	loop_timer_free(m->handshake_timer);
+	loop_timer_free(m->request_timer);
 	if (log_owner == m)
 		log_owner = NULL;
 	free(m->req);
@@ -711,8 +758,10 @@ static struct transport *t_create(struct loop *loop,
 	m->req = calloc(m->cap_req, sizeof(*m->req));
 	m->retry_timer = loop_timer_new(loop, on_retry, m);
 	m->handshake_timer = loop_timer_new(loop, on_handshake_timeout, m);
+	m->request_timer = loop_timer_new(loop, on_request_timeout, m);
 	if (!m->host || !m->client_id || !m->req || !m->retry_timer ||
-	    !m->handshake_timer || loop_prepare_add(loop, prepare, m) < 0) {
+	    !m->handshake_timer || !m->request_timer ||
+	    loop_prepare_add(loop, prepare, m) < 0) {
 		eb_errf(err, -ENOMEM, "out of memory");
 		return t_destroy((struct transport *)m);
 	}
@@ -815,10 +864,13 @@ static int t_publish(struct transport *t, const char *topic,
 	}
 	if (coap_send(m->sess, pdu) == COAP_INVALID_MID)
 		return -EIO;
+	r->deadline_ms = request_deadline(m, len);
 	r->id = *id = ++m->next_id;
 	if (m->next_id == 0x7fffffff)
 		m->next_id = 0;
 	m->n_req++;
+	if (!loop_timer_armed(m->request_timer))
+		arm_request_timer(m);
 	m->dirty = true;
 	return 0;
 }
