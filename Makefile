@@ -21,7 +21,8 @@ UNITDIR   ?= /lib/systemd/system
 PYTHON    ?= /usr/bin/python3
 PKG_CONFIG ?= pkg-config
 
-PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson libgpiod
+PKGS      := libmosquitto openssl inih sqlite3 libcurl jansson libgpiod \
+	     libcoap-3-openssl
 CC        ?= gcc
 CFLAGS    ?= -O2 -g
 WERROR    ?= -Werror
@@ -37,13 +38,14 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
 LIB_SRC := common/util.c common/sample.c \
 	   config/config.c \
 	   daemon/loop.c \
-	   hsm/hsm.c hsm/certcheck.c hsm/p11.c hsm/renewal.c \
+	   hsm/hsm.c hsm/certcheck.c hsm/p11.c hsm/renewal.c hsm/hsm_coap.c \
 	   drivers/registry.c drivers/sim.c drivers/hwmon.c drivers/w1therm.c \
 	   drivers/iio.c drivers/gpio_common.c drivers/gpio_line.c \
 	   drivers/gpio_input.c drivers/gpio_output.c drivers/dht22.c \
 	   drivers/gpio_counter.c \
 	   store/memq.c store/store.c \
 	   cloud/backoff.c cloud/pack.c cloud/cumulocity.c cloud/mqtt.c cloud/cloud.c \
+	   cloud/coaps.c \
 	   cloud/jwt.c cloud/https.c cloud/c8y_token.c cloud/c8y_bulk.c \
 	   cloud/c8y_ops.c cloud/thingsboard.c cloud/tb_device.c
 DAEMON_SRC := daemon/main.c daemon/log.c daemon/sdnotify.c daemon/sensors.c \
@@ -53,7 +55,7 @@ TOOL_SRC   := $(sort $(wildcard tools/*.c))
 UNIT_TESTS := test_config test_smartrest test_backoff test_memq test_loop \
 	      test_drivers test_gpio test_dht22 \
 	      test_pack test_store test_certcheck test_c8y test_renewal \
-	      test_tb
+	      test_tb test_coaps
 
 # Quiet by default, as in the kernel; "make V=1" shows the commands.
 ifeq ($(V),1)
@@ -121,6 +123,13 @@ $(B)/bench/store_growth: bench/store_growth.c store/store.c store/memq.c \
 	$(echo_cmd) CC $<
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) $(LDLIBS)
 
+# coap_client uses the daemon's identity code (hsm/) as it is.
+$(B)/bench/coap_client: bench/coap_client.c hsm/hsm.c hsm/hsm_coap.c \
+			common/util.c hsm/hsm.h hsm/hsm_coap.h common/util.h
+	@mkdir -p $(dir $@)
+	$(echo_cmd) CC $<
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $(filter %.c,$^) $(LDLIBS)
+
 deps:
 	@scripts/install-deps
 
@@ -157,12 +166,15 @@ check-gpio: deps
 demo: deps $(B)/edgebridged
 	$(PYTHON) scripts/demo.py
 
-bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth $(B)/tests/c8y_plugin.so $(B)/tests/tb_plugin.so
+bench: deps $(B)/edgebridged $(B)/bench/raw_pub $(B)/bench/bare_tls $(B)/bench/store_growth \
+       $(B)/tests/c8y_plugin.so $(B)/tests/tb_plugin.so \
+       $(B)/bench/coap_client $(B)/tests/tb_coap_server
 	rm -f $(B)/bench/throughput.json; rc=0; \
 	$(PYTHON) bench/throughput.py --json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/store_forward.py --throughput-json $(B)/bench/throughput.json || rc=1; \
 	$(PYTHON) bench/bulk_drain.py --json $(B)/bench/bulk_drain.json || rc=1; \
 	$(PYTHON) bench/tb_throughput.py || rc=1; \
+	$(PYTHON) bench/coap_throughput.py || rc=1; \
 	exit $$rc
 
 # libFuzzer targets for the parsers (clang, libclang-rt-14-dev); FUZZ_SECONDS

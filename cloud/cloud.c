@@ -18,8 +18,8 @@
 
 #include "../common/util.h"
 #include "cloud.h"
-#include "mqtt.h"
 #include "profile.h"
+#include "transport.h"
 
 #define MAX_ROWS 512
 #define MAX_EVENTS 4
@@ -50,7 +50,8 @@ struct cloud {
 	unsigned n_side;
 	struct store *st;
 	const struct cloud_profile *profile;
-	struct mqtt *mqtt;
+	const struct transport_ops *tp;
+	struct transport *t;
 	eb_report_fn report;
 	char *bootstrap;
 	size_t bootstrap_len;
@@ -83,11 +84,11 @@ static void on_connected(void *ud)
 	c->max_payload = c->profile->max_payload;
 	store_connected(c->st);
 	if (c->bootstrap_len) {
-		r = mqtt_publish(c->mqtt,
-				 c->profile->bootstrap_topic
-					 ? c->profile->bootstrap_topic
-					 : c->profile->uplink_topic,
-				 c->bootstrap, c->bootstrap_len, 1, &mid);
+		r = c->tp->publish(c->t,
+				   c->profile->bootstrap_topic
+					   ? c->profile->bootstrap_topic
+					   : c->profile->uplink_topic,
+				   c->bootstrap, c->bootstrap_len, 1, &mid);
 		if (r < 0 && c->report)
 			c->report(EB_LOG_WARNING, "cloud",
 				  "cannot publish the device bootstrap: %s",
@@ -167,7 +168,7 @@ static void on_published(void *ud, int mid)
 	/* the bootstrap, or a PUBACK from before a reconnect */
 }
 
-static const struct mqtt_handler handler = {
+static const struct transport_handler handler = {
 	.connected = on_connected,
 	.disconnected = on_disconnected,
 	.published = on_published,
@@ -176,8 +177,8 @@ static const struct mqtt_handler handler = {
 
 static bool publish(struct cloud *c, const char *payload, size_t len, int *mid)
 {
-	int r = mqtt_publish(c->mqtt, c->profile->uplink_topic, payload, len, 1,
-			     mid);
+	int r = c->tp->publish(c->t, c->profile->uplink_topic, payload, len, 1,
+			       mid);
 
 	if (r < 0 && r != -ENOTCONN && c->report)
 		c->report(EB_LOG_WARNING, "cloud", "publish failed: %s",
@@ -224,9 +225,9 @@ static void pump(struct cloud *c)
 	if (c->pumping)
 		return;
 	c->pumping = true;
-	if (mqtt_connected(c->mqtt) && !c->held)
+	if (c->tp->connected(c->t) && !c->held)
 		pump_events(c);
-	while (mqtt_connected(c->mqtt) && !c->held && c->win_n < c->win_cap) {
+	while (c->tp->connected(c->t) && !c->held && c->win_n < c->win_cap) {
 		size_t n = store_next(c->st, c->rows, c->want_rows);
 		size_t len, used, bad = 0;
 		struct batch *b;
@@ -276,11 +277,25 @@ static void pump(struct cloud *c)
 	c->pumping = false;
 }
 
-struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
-			SSL_CTX *tls, struct store *st, const char *version,
-			eb_report_fn report, struct eb_err *err)
+const struct transport_ops *transport_find(const char *name)
 {
-	struct mqtt_opts o = {
+	static const struct transport_ops *const all[] = {
+		&transport_mqtt,
+		&transport_coap,
+	};
+
+	for (size_t i = 0; i < EB_ARRAY_SIZE(all); i++)
+		if (!strcmp(all[i]->name, name))
+			return all[i];
+	return NULL;
+}
+
+struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
+			SSL_CTX *tls, struct hsm_coap *coap, struct store *st,
+			const char *version, eb_report_fn report,
+			struct eb_err *err)
+{
+	struct transport_opts o = {
 		.host = cfg->cloud.host,
 		.port = cfg->cloud.port,
 		.client_id = cfg->gateway.id,
@@ -291,6 +306,10 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 		.backoff_min_ms = cfg->cloud.backoff_min_ms,
 		.backoff_max_ms = cfg->cloud.backoff_max_ms,
 		.tls = tls,
+		.coap = coap,
+		.coap_ack_timeout_ms = (unsigned)cfg->cloud.coap_ack_timeout_ms,
+		.coap_max_retransmit = cfg->cloud.coap_max_retransmit,
+		.coap_nstart = cfg->cloud.coap_nstart,
 		.report = report,
 	};
 	const struct cloud_profile *p = profile_find(cfg->cloud.profile);
@@ -334,8 +353,14 @@ struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
 		return cloud_free(c);
 	}
 	c->bootstrap_len = (size_t)n;
-	c->mqtt = mqtt_new(loop, &o, &handler, c, err);
-	if (!c->mqtt)
+	c->tp = transport_find(cfg->cloud.transport);
+	if (!c->tp) {
+		eb_errf(err, -EINVAL, "unknown cloud transport '%s'",
+			cfg->cloud.transport);
+		return cloud_free(c);
+	}
+	c->t = c->tp->create(loop, &o, &handler, c, err);
+	if (!c->t)
 		return cloud_free(c);
 	return c;
 }
@@ -344,7 +369,8 @@ struct cloud *cloud_free(struct cloud *c)
 {
 	if (!c)
 		return NULL;
-	mqtt_free(c->mqtt);
+	if (c->t)
+		c->tp->destroy(c->t);
 	free(c->buf);
 	free(c->bootstrap);
 	free(c->win);
@@ -360,7 +386,7 @@ void cloud_on_acked(struct cloud *c, void (*fn)(void *ud), void *ud)
 
 void cloud_start(struct cloud *c)
 {
-	mqtt_start(c->mqtt);
+	c->tp->start(c->t);
 }
 
 void cloud_kick(struct cloud *c)
@@ -376,12 +402,14 @@ bool cloud_idle(const struct cloud *c)
 int cloud_try_tls(struct cloud *c, SSL_CTX *tls,
 		  void (*done)(void *ud, bool ok, const char *reason), void *ud)
 {
-	return mqtt_try_tls(c->mqtt, tls, done, ud);
+	if (!c->tp->try_tls)
+		return -EOPNOTSUPP;
+	return c->tp->try_tls(c->t, tls, done, ud);
 }
 
 void cloud_stop(struct cloud *c)
 {
-	mqtt_stop(c->mqtt);
+	c->tp->stop(c->t);
 	c->st_.connected = false;
 }
 
@@ -403,12 +431,12 @@ int cloud_add_ext(struct cloud *c, const struct cloud_ext *ext, void *ud)
 
 bool cloud_connected(const struct cloud *c)
 {
-	return mqtt_connected(c->mqtt);
+	return c->tp->connected(c->t);
 }
 
 int cloud_subscribe(struct cloud *c, const char *topic)
 {
-	return mqtt_subscribe(c->mqtt, topic, 1);
+	return c->tp->subscribe(c->t, topic, 1);
 }
 
 int cloud_publish(struct cloud *c, const char *topic, const char *payload,
@@ -418,7 +446,7 @@ int cloud_publish(struct cloud *c, const char *topic, const char *payload,
 
 	if (c->n_side == MAX_SIDE)
 		return -EAGAIN;
-	r = mqtt_publish(c->mqtt, topic, payload, len, 1, &mid);
+	r = c->tp->publish(c->t, topic, payload, len, 1, &mid);
 	if (r < 0)
 		return r;
 	c->side[c->n_side++] = (struct side_pub){ mid, done, ud };

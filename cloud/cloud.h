@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The uplink: takes samples from the store, packs them into publishes as
- * the cloud profile says, sends them over the MQTT transport with QoS 1 and
- * acknowledges them to the store only on PUBACK.  Store events (drop
- * reports, resets) go out the same way.
+ * the cloud profile says, sends them over the configured transport (MQTT
+ * with QoS 1, or CoAP confirmable requests: cloud/transport.h) and
+ * acknowledges them to the store only on PUBACK (or the CoAP 2.xx).  Store
+ * events (drop reports, resets) go out the same way.
  */
 #ifndef EB_CLOUD_H
 #define EB_CLOUD_H
@@ -31,9 +32,15 @@ struct cloud_stats {
 	unsigned inflight;	/* publishes awaiting PUBACK */
 };
 
+struct hsm_coap;
+/*
+ * The transport is cfg->cloud.transport: "mqtt" authenticates with tls,
+ * "coap" (DTLS) with coap (hsm/hsm_coap.h); the other may be NULL.
+ */
 struct cloud *cloud_new(struct loop *loop, const struct eb_config *cfg,
-			SSL_CTX *tls, struct store *st, const char *version,
-			eb_report_fn report, struct eb_err *err);
+			SSL_CTX *tls, struct hsm_coap *coap, struct store *st,
+			const char *version, eb_report_fn report,
+			struct eb_err *err);
 struct cloud *cloud_free(struct cloud *c);
 
 /* Called after the broker acknowledged samples (space freed in the store). */

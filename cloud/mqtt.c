@@ -45,9 +45,9 @@ enum state {
 struct mqtt {
 	struct loop *loop;
 	struct mosquitto *mosq;
-	struct mqtt_opts o;
+	struct transport_opts o;
 	char *host, *client_id;
-	const struct mqtt_handler *h;
+	const struct transport_handler *h;
 	void *ud;
 	enum state state;
 	int fd;		 /* registered with the loop, or -1 */
@@ -191,31 +191,6 @@ static void describe_failure(struct mqtt *m, int rc, char *buf, size_t len)
 	}
 }
 
-/* What a TLS alert from the server means for the person fixing it. */
-static const char *alert_hint(const char *reason)
-{
-	static const struct {
-		const char *alert, *hint;
-	} hints[] = {
-		{ "alert unknown ca",
-		  "the server does not trust the CA of the device certificate: "
-		  "register that CA with the cloud" },
-		{ "alert certificate expired",
-		  "the server says the device certificate has expired" },
-		{ "alert bad certificate",
-		  "the server rejected the device certificate" },
-		{ "alert certificate unknown",
-		  "the server rejected the device certificate" },
-		{ "alert handshake failure",
-		  "no common TLS parameters with the server" },
-	};
-
-	for (size_t i = 0; i < EB_ARRAY_SIZE(hints); i++)
-		if (strstr(reason, hints[i].alert))
-			return hints[i].hint;
-	return NULL;
-}
-
 /* The connection is gone (or never came up): clean up, plan the next try. */
 static void lost(struct mqtt *m, int rc)
 {
@@ -242,7 +217,7 @@ static void lost(struct mqtt *m, int rc)
 		size_t n;
 
 		describe_failure(m, rc, reason, sizeof(reason));
-		hint = alert_hint(reason);
+		hint = hsm_tls_alert_hint(reason);
 		n = strlen(reason);
 		if (hint && n < sizeof(reason))
 			snprintf(reason + n, sizeof(reason) - n, " (%s)", hint);
@@ -472,8 +447,8 @@ static void cb_log(struct mosquitto *mosq, void *ud, int level, const char *s)
 		eb_strlcpy(m->last_log_err, s, sizeof(m->last_log_err));
 }
 
-struct mqtt *mqtt_new(struct loop *loop, const struct mqtt_opts *opts,
-		      const struct mqtt_handler *h, void *ud,
+struct mqtt *mqtt_new(struct loop *loop, const struct transport_opts *opts,
+		      const struct transport_handler *h, void *ud,
 		      struct eb_err *err)
 {
 	struct mqtt *m;
@@ -620,3 +595,68 @@ bool mqtt_idle(const struct mqtt *m)
 {
 	return !m->mosq || !mosquitto_want_write(m->mosq);
 }
+
+/* The transport seam: thin wrappers, the same behaviour. */
+static struct transport *t_create(struct loop *loop,
+				  const struct transport_opts *o,
+				  const struct transport_handler *h, void *ud,
+				  struct eb_err *err)
+{
+	return (struct transport *)mqtt_new(loop, o, h, ud, err);
+}
+
+static struct transport *t_destroy(struct transport *t)
+{
+	mqtt_free((struct mqtt *)t);
+	return NULL;
+}
+
+static void t_start(struct transport *t)
+{
+	mqtt_start((struct mqtt *)t);
+}
+
+static void t_stop(struct transport *t)
+{
+	mqtt_stop((struct mqtt *)t);
+}
+
+static bool t_connected(const struct transport *t)
+{
+	return mqtt_connected((const struct mqtt *)t);
+}
+
+static int t_publish(struct transport *t, const char *topic,
+		     const void *payload, size_t len, int qos, int *id)
+{
+	return mqtt_publish((struct mqtt *)t, topic, payload, len, qos, id);
+}
+
+static int t_subscribe(struct transport *t, const char *topic, int qos)
+{
+	return mqtt_subscribe((struct mqtt *)t, topic, qos);
+}
+
+static bool t_idle(const struct transport *t)
+{
+	return mqtt_idle((const struct mqtt *)t);
+}
+
+static int t_try_tls(struct transport *t, SSL_CTX *tls, transport_trial_fn done,
+		     void *ud)
+{
+	return mqtt_try_tls((struct mqtt *)t, tls, done, ud);
+}
+
+const struct transport_ops transport_mqtt = {
+	.name = "mqtt",
+	.create = t_create,
+	.destroy = t_destroy,
+	.start = t_start,
+	.stop = t_stop,
+	.connected = t_connected,
+	.publish = t_publish,
+	.subscribe = t_subscribe,
+	.idle = t_idle,
+	.try_tls = t_try_tls,
+};

@@ -15,35 +15,17 @@
 #include "../common/report.h"
 #include "../common/util.h"
 #include "../daemon/loop.h"
+#include "transport.h"
 
 struct mqtt;
 
-struct mqtt_handler {
-	void (*connected)(void *ud);
-	void (*disconnected)(void *ud);
-	/* QoS 1 PUBACK for the publish with this message id */
-	void (*published)(void *ud, int mid);
-	void (*message)(void *ud, const char *topic, const void *payload,
-			size_t len);
-};
-
-struct mqtt_opts {
-	const char *host;
-	unsigned port;
-	const char *client_id;
-	unsigned keepalive_s;
-	unsigned max_inflight;
-	uint64_t backoff_min_ms;
-	uint64_t backoff_max_ms;
-	SSL_CTX *tls; /* referenced, not owned */
-	/* last will, published by the broker when we vanish (NULL: none) */
-	const char *will_topic;
-	const char *will_payload;
-	eb_report_fn report;
-};
-
-struct mqtt *mqtt_new(struct loop *loop, const struct mqtt_opts *opts,
-		      const struct mqtt_handler *h, void *ud,
+/*
+ * Options and handler are the transport seam's (transport.h): tls is used,
+ * the coap* options are not; published() is the QoS 1 PUBACK for that
+ * message id.  transport_mqtt is this API as the seam's ops table.
+ */
+struct mqtt *mqtt_new(struct loop *loop, const struct transport_opts *opts,
+		      const struct transport_handler *h, void *ud,
 		      struct eb_err *err);
 struct mqtt *mqtt_free(struct mqtt *m);
 

@@ -562,6 +562,7 @@ static const struct key_def keys[] = {
 	KEY("hsm", "key", K_STRING, hsm.key, true, 0, 0),
 	KEY("hsm", "pin_file", K_PATH, hsm.pin_file, false, 0, 0),
 	KEY("cloud", "profile", K_STRING, cloud.profile, false, 0, 0),
+	KEY("cloud", "transport", K_STRING, cloud.transport, false, 0, 0),
 	KEY("cloud", "host", K_STRING, cloud.host, true, 0, 0),
 	KEY("cloud", "port", K_PORT, cloud.port, false, 1, 65535),
 	KEY("cloud", "ca_file", K_PATH, cloud.ca_file, true, 0, 0),
@@ -576,6 +577,11 @@ static const struct key_def keys[] = {
 	    cloud.required_interval_min, false, 60000, 0),
 	KEY("cloud", "max_inflight", K_UINT, cloud.max_inflight, false, 1,
 	    1000),
+	KEY("cloud", "coap_ack_timeout", K_DURATION, cloud.coap_ack_timeout_ms,
+	    false, 100, 60000),
+	KEY("cloud", "coap_max_retransmit", K_UINT, cloud.coap_max_retransmit,
+	    false, 1, 20),
+	KEY("cloud", "coap_nstart", K_UINT, cloud.coap_nstart, false, 1, 64),
 	KEY("cloud", "shutdown_timeout", K_DURATION, cloud.shutdown_timeout_ms,
 	    false, 0, 600000),
 	KEY("cloud", "cert_warn", K_DURATION, cloud.cert_warn_ms, false, 0, 0),
@@ -733,6 +739,10 @@ static void convert(struct eb_config *c, const struct key_def *k,
 		c->cloud.required_interval_min = (unsigned)(v / 60000);
 	else if (k->offset == OFF(cloud.max_inflight))
 		c->cloud.max_inflight = (unsigned)v;
+	else if (k->offset == OFF(cloud.coap_max_retransmit))
+		c->cloud.coap_max_retransmit = (unsigned)v;
+	else if (k->offset == OFF(cloud.coap_nstart))
+		c->cloud.coap_nstart = (unsigned)v;
 	else if (k->offset == OFF(cloud.bulk_threshold))
 		c->cloud.bulk_threshold = (unsigned)v;
 	else if (k->offset == OFF(cloud.bulk_batch))
@@ -1031,6 +1041,17 @@ static void check_semantics(struct loader *l, const char *main_file)
 			  "(supported: cumulocity, thingsboard)",
 			  c->cloud.profile);
 	}
+	loc = loc_of(l, "cloud", "transport", main_file);
+	if (!streq(c->cloud.transport, "mqtt") &&
+	    !streq(c->cloud.transport, "coap"))
+		diags_add(d, &loc,
+			  "cloud.transport: '%s' is not supported "
+			  "(supported: mqtt, coap)",
+			  c->cloud.transport);
+	/* CoAP over DTLS has its own well-known port (RFC 7252) */
+	if (streq(c->cloud.transport, "coap") &&
+	    !loc_of(l, "cloud", "port", main_file).line)
+		c->cloud.port = 5684;
 	if (c->cloud.ca_file) {
 		loc = loc_of(l, "cloud", "ca_file", main_file);
 		is_readable_file(c->cloud.ca_file, d, &loc, "cloud.ca_file");
@@ -1079,6 +1100,9 @@ static void set_defaults(struct eb_config *c)
 	c->cloud.backoff_min_ms = 1000;
 	c->cloud.backoff_max_ms = 300000;
 	c->cloud.max_inflight = 10;
+	c->cloud.coap_ack_timeout_ms = 2000;
+	c->cloud.coap_max_retransmit = 4;
+	c->cloud.coap_nstart = 1;
 	c->cloud.shutdown_timeout_ms = 3000;
 	c->cloud.cert_warn_ms = 30ULL * 86400000;
 	c->cloud.bulk = true;
@@ -1102,6 +1126,8 @@ static int fill_string_defaults(struct eb_config *c)
 		c->gateway.state_dir = strdup("/var/lib/edgebridge");
 	if (!c->cloud.profile)
 		c->cloud.profile = strdup("cumulocity");
+	if (!c->cloud.transport)
+		c->cloud.transport = strdup("mqtt");
 	if (!c->cloud.http_url && c->cloud.host &&
 	    asprintf(&c->cloud.http_url, "https://%s", c->cloud.host) < 0)
 		c->cloud.http_url = NULL;
@@ -1112,7 +1138,8 @@ static int fill_string_defaults(struct eb_config *c)
 		     "https://%s:8443/devicecontrol/deviceAccessToken",
 		     c->cloud.host) < 0)
 		c->cloud.token_url = NULL;
-	return c->gateway.type && c->gateway.state_dir && c->cloud.profile
+	return c->gateway.type && c->gateway.state_dir && c->cloud.profile &&
+			       c->cloud.transport
 		       ? 0
 		       : -ENOMEM;
 }
@@ -1258,6 +1285,7 @@ struct eb_config *config_free(struct eb_config *c)
 	free(c->hsm.key);
 	free(c->hsm.pin_file);
 	free(c->cloud.profile);
+	free(c->cloud.transport);
 	free(c->cloud.host);
 	free(c->cloud.ca_file);
 	free(c->cloud.cert_file);

@@ -88,6 +88,7 @@ struct eb_config {
 	} hsm;
 	struct {
 		char *profile;
+		char *transport; /* mqtt (default) | coap (DTLS, port 5684) */
 		char *host;
 		unsigned port;
 		char *ca_file;
@@ -97,6 +98,10 @@ struct eb_config {
 		uint64_t backoff_max_ms;
 		unsigned required_interval_min; /* 117: 0 = derived */
 		unsigned max_inflight;
+		/* CoAP (RFC 7252 4.8) */
+		uint64_t coap_ack_timeout_ms;
+		unsigned coap_max_retransmit;
+		unsigned coap_nstart;
 		uint64_t shutdown_timeout_ms;
 		uint64_t cert_warn_ms; /* warn when the leaf expires within */
 

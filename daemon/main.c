@@ -30,6 +30,7 @@
 #include "../drivers/driver.h"
 #include "../hsm/certcheck.h"
 #include "../hsm/hsm.h"
+#include "../hsm/hsm_coap.h"
 #include "../store/store.h"
 #include "log.h"
 #include "loop.h"
@@ -49,6 +50,8 @@ struct daemon {
 	struct loop *loop;
 	struct hsm *hsm;
 	SSL_CTX *tls;
+	struct hsm_coap
+		*coap; /* the DTLS identity ([cloud] transport = coap) */
 	struct store *st;
 	struct cloud *cloud;
 	struct https *https;	  /* REST calls with the JWT */
@@ -354,6 +357,7 @@ static void reload(struct daemon *d)
 	    !same_str(n->hsm.key, d->key_uri) ||
 	    !same_str(n->hsm.module, d->cfg->hsm.module) ||
 	    !same_str(n->cloud.host, d->cfg->cloud.host) ||
+	    !same_str(n->cloud.transport, d->cfg->cloud.transport) ||
 	    n->cloud.port != d->cfg->cloud.port ||
 	    !same_str(n->cloud.cert_file, d->cert_file) ||
 	    !same_str(n->cloud.ca_file, d->cfg->cloud.ca_file))
@@ -843,8 +847,18 @@ static int run(struct daemon *d)
 		log_error("main", "cannot set up signals: %s", strerror(-r));
 		return EB_EXIT_FAILURE;
 	}
-	d->cloud = cloud_new(d->loop, d->cfg, d->tls, d->st, EB_VERSION,
-			     log_msg, &err);
+	if (!strcmp(d->cfg->cloud.transport, "coap")) {
+		d->coap = hsm_coap_new(d->hsm, d->cfg->cloud.cert_file,
+				       d->cfg->cloud.ca_file, d->cfg->hsm.key,
+				       d->cfg->hsm.pin_file, d->cfg->cloud.host,
+				       &err);
+		if (!d->coap) {
+			log_error("coap", "%s", err.msg);
+			return EB_EXIT_CONFIG;
+		}
+	}
+	d->cloud = cloud_new(d->loop, d->cfg, d->tls, d->coap, d->st,
+			     EB_VERSION, log_msg, &err);
 	if (!d->cloud) {
 		log_error("cloud", "%s", err.msg);
 		return EB_EXIT_FAILURE;
@@ -1001,6 +1015,7 @@ static void teardown(struct daemon *d)
 	d->https_mtls = https_free(d->https_mtls);
 	d->cloud = cloud_free(d->cloud);
 	d->renew = renew_free(d->renew); /* after the transport using it */
+	d->coap = hsm_coap_free(d->coap);
 	free(d->key_uri);
 	free(d->cert_file);
 	loop_timer_free(d->watchdog);

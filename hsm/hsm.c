@@ -94,8 +94,7 @@ static bool drain_errors(char *detail, size_t len)
 	       strstr(detail, "PIN locked");
 }
 
-static int read_pin(const char *path, char *pin, size_t size,
-		    struct eb_err *err)
+int hsm_read_pin(const char *path, char *pin, size_t size, struct eb_err *err)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	ssize_t n;
@@ -138,7 +137,7 @@ struct hsm *hsm_open(const char *module, const char *pin_file,
 	}
 	/* Keep the PIN out of swap and core dumps. */
 	mlock(pin, sizeof(pin));
-	r = read_pin(pin_file, pin, sizeof(pin), err);
+	r = hsm_read_pin(pin_file, pin, sizeof(pin), err);
 	if (r < 0)
 		goto fail;
 
@@ -365,5 +364,30 @@ bad_host:
 	eb_errf(err, -EINVAL, "cannot set '%s' as the name to verify", host);
 fail:
 	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* What a TLS alert from the server means for the person fixing it. */
+const char *hsm_tls_alert_hint(const char *reason)
+{
+	static const struct {
+		const char *alert, *hint;
+	} hints[] = {
+		{ "alert unknown ca",
+		  "the server does not trust the CA of the device certificate: "
+		  "register that CA with the cloud" },
+		{ "alert certificate expired",
+		  "the server says the device certificate has expired" },
+		{ "alert bad certificate",
+		  "the server rejected the device certificate" },
+		{ "alert certificate unknown",
+		  "the server rejected the device certificate" },
+		{ "alert handshake failure",
+		  "no common TLS parameters with the server" },
+	};
+
+	for (size_t i = 0; i < EB_ARRAY_SIZE(hints); i++)
+		if (strstr(reason, hints[i].alert))
+			return hints[i].hint;
 	return NULL;
 }

@@ -36,6 +36,12 @@ struct hsm *hsm_open(const char *module, const char *pin_file,
 		     struct eb_err *err);
 struct hsm *hsm_close(struct hsm *h);
 
+/*
+ * The PIN from pin_file into pin (size bytes, NUL-terminated, one trailing
+ * newline stripped).  The caller keeps it locked and cleanses it.
+ */
+int hsm_read_pin(const char *path, char *pin, size_t size, struct eb_err *err);
+
 /* The token key (owned by h). */
 EVP_PKEY *hsm_key(struct hsm *h);
 
@@ -67,6 +73,12 @@ SSL_CTX *hsm_tls_ctx_key(EVP_PKEY *key, const char *cert_file,
  * issuer certificate", ...), or "" if it did not.  Clears it.
  */
 void hsm_tls_take_verify_error(SSL_CTX *ctx, char *buf, size_t len);
+
+/*
+ * What a TLS/DTLS alert named in reason ("... alert unknown ca") means for
+ * the person fixing it, or NULL.
+ */
+const char *hsm_tls_alert_hint(const char *reason);
 
 /* Collects the OpenSSL error queue into one line (and clears it). */
 void hsm_openssl_errors(char *buf, size_t len);

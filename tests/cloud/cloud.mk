@@ -21,3 +21,14 @@ $(B)/tests/tb_plugin.so: tests/cloud/tb_plugin.c tests/cloud/cloud.mk
 		-lcrypto -ljansson
 
 TEST_CLOUD += $(B)/tests/tb_plugin.so
+
+# ThingsBoard CoAP device endpoint (DTLS, client certificates): a small
+# server on libcoap 4.3 (libcoap3-dev), run by tests/harness/tbcoap.py.
+$(B)/tests/tb_coap_server: tests/cloud/tb_coap_server.c tests/cloud/cloud.mk
+	@mkdir -p $(dir $@)
+	$(echo_cmd) CC $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< \
+		$(shell $(PKG_CONFIG) --libs libcoap-3-openssl) -lssl -lcrypto \
+		-ljansson
+
+TEST_CLOUD += $(B)/tests/tb_coap_server
