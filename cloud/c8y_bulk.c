@@ -600,8 +600,7 @@ struct c8y_bulk *c8y_bulk_new(struct loop *loop, const struct eb_config *cfg,
 	b->bad = calloc(cfg->cloud.bulk_batch, sizeof(*b->bad));
 	b->timer = loop_timer_new(loop, on_timer, b);
 	if (!b->url || !b->id_url || !b->mo_file || !b->rows || !b->bad ||
-	    !b->timer ||
-	    !b->gateway_id) {
+	    !b->timer || !b->gateway_id) {
 		eb_errf(err, -ENOMEM, "out of memory");
 		return c8y_bulk_free(b);
 	}

@@ -71,8 +71,7 @@ int eb_fsync_dir(const char *path)
 	return r;
 }
 
-int eb_write_file(const char *path, const void *data, size_t len,
-		  unsigned mode)
+int eb_write_file(const char *path, const void *data, size_t len, unsigned mode)
 {
 	char tmp[4200];
 	int fd, e;
