@@ -50,14 +50,15 @@ elif [ $rc -ne 0 ]; then
 fi
 t1=$(date +%s)
 
-$MAKE -s B="$GB" BA="$GBA" "$GBA/edgebridged" "$GBA/edgebridge" "$GB/tests/c8y_plugin.so" ||
+$MAKE -s B="$GB" BA="$GBA" "$GBA/edgebridged" "$GBA/edgebridge" "$GB/tests/c8y_plugin.so" \
+	"$GB/tests/tb_plugin.so" ||
 	{ banner "GPIO STAGE FAILED: build"; echo "failed: build" >"$STATUS"; exit 1; }
 
 RUNDIR=$REPO/build/gpio-vm/runs/check-$(date +%Y%m%d-%H%M%S)
 # shellcheck disable=SC2086
 tests/gpio/run-vm.sh -t "${GPIO_VM_TIMEOUT:-1200}" -d "$RUNDIR" -- \
 	env EDGEBRIDGED="$REPO/$GBA/edgebridged" EDGEBRIDGE="$REPO/$GBA/edgebridge" \
-	C8Y_PLUGIN="$REPO/$GB/tests/c8y_plugin.so" \
+	C8Y_PLUGIN="$REPO/$GB/tests/c8y_plugin.so" TB_PLUGIN="$REPO/$GB/tests/tb_plugin.so" \
 	GPIO_REQUIRE_DRIVERS="${GPIO_REQUIRE_DRIVERS:-0}" \
 	tests/gpio/guest-run.sh ${GPIO_PYTEST_ARGS:-}
 rc=$?

@@ -5,6 +5,9 @@ the whole directory is skipped with the reason."""
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,3 +50,29 @@ def sim_chip():
     yield factory
     for chip in reversed(made):
         chip.close()
+
+
+# -- which drivers this edgebridged has (test_daemon.py, test_tb.py) ------------
+
+@pytest.fixture(scope="session")
+def known_drivers(edgebridged, tmp_path_factory):
+    """The drivers this edgebridged has (from its own 'known:' list)."""
+    conf = tmp_path_factory.mktemp("probe") / "probe.conf"
+    conf.write_text("[gateway]\nid = probe\n[sensor.p]\ndriver = probe-nonexistent\n")
+    p = subprocess.run([str(edgebridged), "-c", str(conf), "--check-config"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    m = re.search(r"known: ([^)]*)\)", p.stdout)
+    assert m, f"cannot tell the drivers from --check-config:\n{p.stdout}"
+    return {d.strip() for d in m[1].split(",")}
+
+
+@pytest.fixture
+def need(known_drivers):
+    def check(*drivers):
+        missing = [d for d in drivers if d not in known_drivers]
+        if missing:
+            msg = f"waits for driver {', '.join(missing)} (not in this edgebridged)"
+            if os.environ.get("GPIO_REQUIRE_DRIVERS") == "1":
+                pytest.fail(msg, pytrace=False)
+            pytest.skip(msg)
+    return check
