@@ -184,3 +184,23 @@ def test_malformed_rpc_is_answered_without_a_crash(env, tb, payload):
     assert d.running
     assert len([r for r in cloud.records("session") if r["path"] == "dtls_connected"]) == 1
     d.stop()
+
+
+def test_a_refused_payload_is_quarantined_not_retried(env, tb):
+    """4.00 to a one-row POST: that row is quarantined (counted), the
+    session goes on and the rows after it are delivered."""
+    cloud = tb()
+    d = env.daemon()
+    wait_until(lambda: len(cloud.telemetry()) >= 2, 30, what="telemetry")
+    cloud.fail_next(1, "4.00")
+    d.wait_for_log(r"cloud: 1 samples refused for good \(the server answered 4\.00 "
+                   r"to /api/v1/telemetry\): quarantined", timeout=30)
+    n = len(cloud.telemetry())
+    wait_until(lambda: len(cloud.telemetry()) >= n + 2, 30, what="telemetry after it")
+    refused = [p for p in cloud.posts("api/v1/telemetry") if p["code"] == "4.00"]
+    assert len(refused) == 1
+    assert refused[0]["payload"] not in [p["payload"] for p in cloud.posts("api/v1/telemetry")
+                                         if p["code"] == "2.01"]
+    assert request_stats(d)["quarantined"] == 1
+    assert len([r for r in cloud.records("session") if r["path"] == "dtls_connected"]) == 1
+    d.stop()
