@@ -29,6 +29,7 @@ struct batch {
 	bool is_event;
 	int64_t event_id;
 	struct store_lease lease;
+	size_t rows, len; /* what the publish carried */
 };
 
 struct side_pub {
@@ -61,6 +62,9 @@ struct cloud {
 	struct store_row rows[MAX_ROWS];
 	bool bad[MAX_ROWS];
 	size_t want_rows; /* rows to read per publish, adapted to use */
+	/* at most this many rows per publish while a refused payload is
+	 * being narrowed down to its row (0: no such limit) */
+	size_t row_cap;
 	struct batch *win;
 	unsigned win_cap, win_n;
 	bool pumping;
@@ -80,6 +84,7 @@ static void on_connected(void *ud)
 	c->st_.connected = true;
 	c->st_.connects++;
 	c->win_n = 0;
+	c->row_cap = 0;
 	/* a limit the platform told the last session may not hold now */
 	c->max_payload = c->profile->max_payload;
 	store_connected(c->st);
@@ -168,10 +173,92 @@ static void on_published(void *ud, int mid)
 	/* the bootstrap, or a PUBACK from before a reconnect */
 }
 
+static void quarantine(struct cloud *c, const struct batch *b, const char *why)
+{
+	/* the store counts them (its quarantined statistic) */
+	uint64_t n = store_quarantine_lease(c->st, &b->lease, why);
+
+	if (c->report)
+		c->report(EB_LOG_WARNING, "cloud",
+			  "%llu samples refused for good (%s): quarantined",
+			  (unsigned long long)n, why);
+}
+
+/*
+ * The server refused one publish, and only it (transport.h).  A payload
+ * too large comes back in smaller ones: the session's limit drops to half
+ * of it, as a platform's own limit would set it.  A malformed one is
+ * narrowed down: its rows come back at most half as many per publish,
+ * until the one row that is refused alone is quarantined (counted, kept
+ * aside, never blocking the queue).  An event cannot be split: it goes
+ * the way of an event that cannot be formatted.
+ */
+static void on_refused(void *ud, int mid, enum transport_refusal r,
+		       const char *why)
+{
+	struct cloud *c = ud;
+	struct batch b;
+	unsigned i;
+
+	for (i = 0; i < c->n_side; i++) {
+		struct side_pub p = c->side[i];
+
+		if (p.mid != mid)
+			continue;
+		c->side[i] = c->side[--c->n_side];
+		if (c->report)
+			c->report(EB_LOG_WARNING, "cloud", "%s", why);
+		if (p.done)
+			p.done(p.ud, false);
+		return;
+	}
+	for (i = 0; i < c->win_n && c->win[i].mid != mid; i++)
+		;
+	if (i == c->win_n) {
+		if (c->report) /* the bootstrap */
+			c->report(EB_LOG_WARNING, "cloud", "%s", why);
+		return;
+	}
+	b = c->win[i];
+	c->win[i] = c->win[--c->win_n];
+	if (b.is_event) {
+		store_event_ack(c->st, b.event_id);
+		if (c->report)
+			c->report(EB_LOG_WARNING, "cloud",
+				  "an event was refused for good (%s): dropped",
+				  why);
+	} else if (r == TRANSPORT_TOO_LARGE && b.rows > 1 &&
+		   b.len / 2 >= CLOUD_MIN_PAYLOAD) {
+		store_release(c->st, &b.lease);
+		if (b.len / 2 < c->max_payload)
+			cloud_set_max_payload(c, b.len / 2);
+		if (c->report)
+			c->report(EB_LOG_WARNING, "cloud",
+				  "%s: %zu bytes per message from now on", why,
+				  c->max_payload);
+	} else if (r == TRANSPORT_MALFORMED && b.rows > 1) {
+		store_release(c->st, &b.lease);
+		if (!c->row_cap || b.rows / 2 < c->row_cap)
+			c->row_cap = b.rows / 2;
+		if (c->report)
+			c->report(EB_LOG_WARNING, "cloud",
+				  "%s: looking for the refused sample, %zu "
+				  "per message",
+				  why, c->row_cap);
+	} else {
+		quarantine(c, &b, why);
+		c->row_cap = 0; /* found it */
+		if (c->acked_fn)
+			c->acked_fn(c->acked_ud); /* space freed */
+	}
+	pump(c);
+}
+
 static const struct transport_handler handler = {
 	.connected = on_connected,
 	.disconnected = on_disconnected,
 	.published = on_published,
+	.refused = on_refused,
 	.message = on_message,
 };
 
@@ -228,7 +315,10 @@ static void pump(struct cloud *c)
 	if (c->tp->connected(c->t) && !c->held)
 		pump_events(c);
 	while (c->tp->connected(c->t) && !c->held && c->win_n < c->win_cap) {
-		size_t n = store_next(c->st, c->rows, c->want_rows);
+		size_t n = store_next(c->st, c->rows,
+				      c->row_cap && c->row_cap < c->want_rows
+					      ? c->row_cap
+					      : c->want_rows);
 		size_t len, used, bad = 0;
 		struct batch *b;
 		int mid = 0;
@@ -265,6 +355,8 @@ static void pump(struct cloud *c)
 		b = &c->win[c->win_n++];
 		b->mid = mid;
 		b->is_event = false;
+		b->rows = used - bad;
+		b->len = len;
 		store_lease(c->st, c->rows, used, &b->lease);
 		c->st_.publishes += len != 0;
 		c->st_.samples_sent += used - bad;

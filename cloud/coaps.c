@@ -81,27 +81,85 @@ static bool parse_id(const char *s, long *id)
 	return *s && !*end && !errno && *id >= 0;
 }
 
-int coaps_publish_path(const char *topic, char *path, size_t len, long *rpc_id)
+/* "sharedKeys=a,b&clientKeys=c" of {"sharedKeys": "a,b", ...}. */
+static int attr_query(const char *payload, size_t plen, char *q, size_t len)
 {
-	long id;
+	static const char *const kinds[] = { "sharedKeys", "clientKeys" };
+	json_t *j = json_loadb(payload, plen, 0, NULL);
+	size_t n = 0;
+	int r = 0;
 
-	*rpc_id = -1;
+	q[0] = '\0';
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return -EBADMSG;
+	}
+	for (size_t i = 0; i < EB_ARRAY_SIZE(kinds) && !r; i++) {
+		json_t *v = json_object_get(j, kinds[i]);
+		const char *keys;
+		int w;
+
+		if (!v)
+			continue;
+		if (!json_is_string(v) || strchr(json_string_value(v), '&')) {
+			r = -EBADMSG;
+			break;
+		}
+		keys = json_string_value(v);
+		/* one Uri-Query option holds 255 bytes: else ask for all */
+		if (strlen(kinds[i]) + 1 + strlen(keys) > 255)
+			continue;
+		w = snprintf(q + n, len - n, "%s%s=%s", n ? "&" : "", kinds[i],
+			     keys);
+		if (w < 0 || (size_t)w >= len - n)
+			r = -ENAMETOOLONG;
+		else
+			n += (size_t)w;
+	}
+	json_decref(j);
+	return r;
+}
+
+int coaps_route(const char *topic, const char *payload, size_t plen,
+		struct coaps_route *r)
+{
+	const size_t plen_path = sizeof(r->path);
+	const char *id;
+	long n;
+	int q;
+
+	memset(r, 0, sizeof(*r));
 	if (!valid_topic(topic))
 		return -EINVAL;
 	if (!strcmp(topic, TB_PREFIX "telemetry"))
-		return put(path, len, "%s", "/api/v1/telemetry");
+		return put(r->path, plen_path, "%s", "/api/v1/telemetry");
 	if (!strcmp(topic, TB_PREFIX "attributes"))
-		return put(path, len, "%s", "/api/v1/attributes");
-	if (has_prefix(topic, TB_PREFIX "rpc/response/") &&
-	    parse_id(topic + strlen(TB_PREFIX "rpc/response/"), &id))
-		return put(path, len, "/api/v1/rpc/%s",
-			   topic + strlen(TB_PREFIX "rpc/response/"));
-	if (has_prefix(topic, TB_PREFIX "rpc/request/") &&
-	    parse_id(topic + strlen(TB_PREFIX "rpc/request/"), &id)) {
-		*rpc_id = id;
-		return put(path, len, "%s", "/api/v1/rpc");
+		return put(r->path, plen_path, "%s", "/api/v1/attributes");
+	id = topic + strlen(TB_PREFIX "attributes/request/");
+	if (has_prefix(topic, TB_PREFIX "attributes/request/") &&
+	    parse_id(id, &n)) {
+		r->get = true;
+		q = attr_query(payload, plen, r->query, sizeof(r->query));
+		if (q < 0)
+			return q;
+		q = put(r->answer, sizeof(r->answer),
+			TB_PREFIX "attributes/response/%s", id);
+		if (q < 0)
+			return q;
+		return put(r->path, plen_path, "%s", "/api/v1/attributes");
 	}
-	return put(path, len, "/%s", topic);
+	id = topic + strlen(TB_PREFIX "rpc/response/");
+	if (has_prefix(topic, TB_PREFIX "rpc/response/") && parse_id(id, &n))
+		return put(r->path, plen_path, "/api/v1/rpc/%s", id);
+	id = topic + strlen(TB_PREFIX "rpc/request/");
+	if (has_prefix(topic, TB_PREFIX "rpc/request/") && parse_id(id, &n)) {
+		q = put(r->answer, sizeof(r->answer),
+			TB_PREFIX "rpc/response/%s", id);
+		if (q < 0)
+			return q;
+		return put(r->path, plen_path, "%s", "/api/v1/rpc");
+	}
+	return put(r->path, plen_path, "/%s", topic);
 }
 
 int coaps_observe_path(const char *topic, char *path, size_t len)
@@ -164,10 +222,10 @@ enum state {
 struct request {
 	int id;
 	uint64_t deadline_ms; /* no answer by then: the session is lost */
-	long rpc_id;	      /* >= 0: the answer is an RPC response */
 	size_t tlen;
 	uint8_t token[8];
 	char path[MAX_PATH];
+	char answer[MAX_TOPIC]; /* "" or where a 2.xx answer's payload goes */
 };
 
 struct observation {
@@ -507,7 +565,6 @@ static coap_response_t on_response(coap_session_t *s, const coap_pdu_t *sent,
 	unsigned code = coap_pdu_get_code(recv);
 	struct observation *o;
 	struct request r;
-	char topic[MAX_TOPIC];
 	int i;
 
 	(void)sent, (void)mid;
@@ -529,14 +586,21 @@ static coap_response_t on_response(coap_session_t *s, const coap_pdu_t *sent,
 		snprintf(what, sizeof(what),
 			 "the server answered %u.%02u to %s", code >> 5,
 			 code & 31, r.path);
+		if ((code == COAP_RESPONSE_CODE_BAD_REQUEST ||
+		     code == COAP_RESPONSE_CODE_REQUEST_TOO_LARGE) &&
+		    m->h->refused) {
+			m->h->refused(m->ud, r.id,
+				      code == COAP_RESPONSE_CODE_BAD_REQUEST
+					      ? TRANSPORT_MALFORMED
+					      : TRANSPORT_TOO_LARGE,
+				      what);
+			return COAP_RESPONSE_OK;
+		}
 		note_lost(m, "%s", what);
 		return COAP_RESPONSE_OK;
 	}
-	if (r.rpc_id >= 0) {
-		snprintf(topic, sizeof(topic), TB_PREFIX "rpc/response/%ld",
-			 r.rpc_id);
-		deliver(m, topic, recv);
-	}
+	if (r.answer[0])
+		deliver(m, r.answer, recv);
 	if (m->h->published)
 		m->h->published(m->ud, r.id);
 	return COAP_RESPONSE_OK;
@@ -821,30 +885,28 @@ static bool t_connected(const struct transport *t)
 	return ((const struct coaps *)t)->state == ST_CONNECTED;
 }
 
-static int t_publish(struct transport *t, const char *topic,
-		     const void *payload, size_t len, int qos, int *id)
+/* Adds the Uri-Query options of query ("a=1&b=2"). */
+static int add_query(coap_pdu_t *pdu, const char *query)
 {
-	struct coaps *m = (struct coaps *)t;
-	struct request *r;
-	coap_pdu_t *pdu;
-	uint8_t cf[4];
-	void *copy;
-	int n;
+	while (*query) {
+		size_t n = strcspn(query, "&");
 
-	(void)qos; /* every request is confirmable */
-	if (m->state != ST_CONNECTED || m->lost)
-		return -ENOTCONN;
-	if (m->n_req == m->cap_req)
-		return -EAGAIN;
-	r = &m->req[m->n_req];
-	n = coaps_publish_path(topic, r->path, sizeof(r->path), &r->rpc_id);
-	if (n < 0)
-		return n;
-	pdu = new_request(m, COAP_REQUEST_CODE_POST, r->token, &r->tlen);
-	if (!pdu)
-		return -ENOMEM;
-	copy = malloc(len ? len : 1);
-	if (!copy || add_path(pdu, r->path) < 0 ||
+		if (!coap_add_option(pdu, COAP_OPTION_URI_QUERY, n,
+				     (const uint8_t *)query))
+			return -ENOMEM;
+		query += n + (query[n] == '&');
+	}
+	return 0;
+}
+
+/* A POST's Content-Format and payload (libcoap owns a copy: block-wise). */
+static int add_body(struct coaps *m, coap_pdu_t *pdu, const void *payload,
+		    size_t len)
+{
+	uint8_t cf[4];
+	void *copy = malloc(len ? len : 1);
+
+	if (!copy ||
 	    !coap_add_option(pdu, COAP_OPTION_CONTENT_FORMAT,
 			     coap_encode_var_safe(
 				     cf, sizeof(cf),
@@ -853,18 +915,51 @@ static int t_publish(struct transport *t, const char *topic,
 					     : COAP_MEDIATYPE_TEXT_PLAIN),
 			     cf)) {
 		free(copy);
-		coap_delete_pdu(pdu);
 		return -ENOMEM;
 	}
 	memcpy(copy, payload, len);
 	if (!coap_add_data_large_request(m->sess, pdu, len, copy, release_copy,
-					 NULL)) {
+					 NULL))
+		return -EMSGSIZE; /* libcoap released the copy */
+	return 0;
+}
+
+static int t_publish(struct transport *t, const char *topic,
+		     const void *payload, size_t len, int qos, int *id)
+{
+	struct coaps *m = (struct coaps *)t;
+	struct coaps_route route;
+	struct request *r;
+	coap_pdu_t *pdu;
+	int n;
+
+	(void)qos; /* every request is confirmable */
+	if (m->state != ST_CONNECTED || m->lost)
+		return -ENOTCONN;
+	if (m->n_req == m->cap_req)
+		return -EAGAIN;
+	r = &m->req[m->n_req];
+	n = coaps_route(topic, payload, len, &route);
+	if (n < 0)
+		return n;
+	eb_strlcpy(r->path, route.path, sizeof(r->path));
+	eb_strlcpy(r->answer, route.answer, sizeof(r->answer));
+	pdu = new_request(
+		m, route.get ? COAP_REQUEST_CODE_GET : COAP_REQUEST_CODE_POST,
+		r->token, &r->tlen);
+	if (!pdu)
+		return -ENOMEM;
+	n = add_path(pdu, r->path);
+	if (!n)
+		n = route.get ? add_query(pdu, route.query)
+			      : add_body(m, pdu, payload, len);
+	if (n < 0) {
 		coap_delete_pdu(pdu);
-		return -EMSGSIZE;
+		return n;
 	}
 	if (coap_send(m->sess, pdu) == COAP_INVALID_MID)
 		return -EIO;
-	r->deadline_ms = request_deadline(m, len);
+	r->deadline_ms = request_deadline(m, route.get ? 0 : len);
 	r->id = *id = ++m->next_id;
 	if (m->next_id == 0x7fffffff)
 		m->next_id = 0;

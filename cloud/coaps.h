@@ -12,18 +12,33 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* What a publish on an MQTT topic becomes over CoAP. */
+struct coaps_route {
+	bool get;	  /* GET with query, the payload not sent; else POST */
+	char path[256];	  /* "/api/v1/..." */
+	char query[512];  /* GET: Uri-Query options, '&' between them */
+	char answer[256]; /* "" or the topic a 2.xx answer's payload goes to */
+};
 /*
- * The resource a publish on topic is POSTed to:
- *   v1/devices/me/telemetry          /api/v1/telemetry
- *   v1/devices/me/attributes         /api/v1/attributes
- *   v1/devices/me/rpc/response/ID    /api/v1/rpc/ID
- *   v1/devices/me/rpc/request/ID     /api/v1/rpc (*rpc_id = ID: the answer
- *                                    is delivered on .../rpc/response/ID)
- *   anything else                    /TOPIC (same segments)
+ *   v1/devices/me/telemetry          POST /api/v1/telemetry
+ *   v1/devices/me/attributes         POST /api/v1/attributes
+ *   v1/devices/me/attributes/request/ID
+ *                                    GET /api/v1/attributes?sharedKeys=..
+ *                                    &clientKeys=.. (the keys of the JSON
+ *                                    payload; the answer is delivered on
+ *                                    .../attributes/response/ID)
+ *   v1/devices/me/rpc/response/ID    POST /api/v1/rpc/ID
+ *   v1/devices/me/rpc/request/ID     POST /api/v1/rpc (the answer is
+ *                                    delivered on .../rpc/response/ID)
+ *   anything else                    POST /TOPIC (same segments)
  * Returns the path length, -EINVAL for an empty topic, a wildcard or an
- * empty segment, -ENAMETOOLONG when it does not fit len.
+ * empty segment, -ENAMETOOLONG when it does not fit, -EBADMSG for an
+ * attribute request that is not {"sharedKeys": "a,b", "clientKeys": ..}.
+ * A key list longer than one Uri-Query option (255 bytes) is left out:
+ * the server then answers with every attribute of that kind.
  */
-int coaps_publish_path(const char *topic, char *path, size_t len, long *rpc_id);
+int coaps_route(const char *topic, const char *payload, size_t plen,
+		struct coaps_route *r);
 /*
  * The resource observed for a subscription:
  *   v1/devices/me/attributes         /api/v1/attributes

@@ -24,6 +24,12 @@
 #include "../daemon/loop.h"
 
 struct transport; /* an instance; each implementation defines its own */
+
+/* Why the server refused one publish for good (not the session). */
+enum transport_refusal {
+	TRANSPORT_MALFORMED, /* this payload will never be accepted (4.00) */
+	TRANSPORT_TOO_LARGE, /* smaller payloads would be (4.13) */
+};
 struct hsm_coap;
 
 struct transport_handler {
@@ -33,6 +39,11 @@ struct transport_handler {
 	/* The server confirmed the publish with this id (MQTT PUBACK, CoAP
 	 * 2.xx to a confirmable request). */
 	void (*published)(void *ud, int id);
+	/* The server refused the publish with this id, and only it: the
+	 * session goes on, and sending the same payload again would get the
+	 * same answer.  why is for the log (the code and the path). */
+	void (*refused)(void *ud, int id, enum transport_refusal r,
+			const char *why);
 	void (*message)(void *ud, const char *topic, const void *payload,
 			size_t len);
 };

@@ -5,17 +5,30 @@
  * (the client must send its intermediates: the store holds the root only),
  * as ThingsBoard's X.509 device authentication does.
  *
- *   POST /api/v1/telemetry, /api/v1/attributes, /api/v1/rpc/{id}
- *                       2.01, recorded
+ *   POST /api/v1/telemetry   2.01; 4.00 unless it is ThingsBoard's JSON
+ *                       ({"ts": <int>, "values": {...}}, an array of those,
+ *                       or a flat object of key/values), as tb_plugin.c
+ *   POST /api/v1/attributes  2.01 for a flat JSON object (kept as the
+ *                       device's client attributes), else 4.00
+ *   POST /api/v1/rpc/{id}    an RPC response: 2.01 for JSON, else 4.00
  *   POST /api/v1/rpc    (a client-side RPC) 2.05 {"result":"ok"}
+ *   GET  /api/v1/attributes?clientKeys=a,b&sharedKeys=c,d
+ *                       2.05 {"client": {...}, "shared": {...}} with the
+ *                       keys asked for that are set (every one of a kind
+ *                       when its list is missing)
  *   GET  /api/v1/attributes, /api/v1/rpc with Observe: notifications with
  *                       what the control channel pushes (confirmable)
- *   --post PATH / --observe PATH: more of the same (any path)
+ *   --post PATH / --observe PATH: more of the same, without validation
+ *   --max-body N        4.13 for a POST body above N bytes
  *
  * Every request is a JSON line in --record: {"t", "ev", "path", "cn",
- * "payload", "code"}; "ev" is "post", "observe", "notify", "session",
- * "start".  The control channel is stdin, one command a line:
+ * "payload", "code"}; "ev" is "post", "observe", "attr_request" (payload:
+ * the query), "notify", "session", "start".  The control channel is
+ * stdin, one command a line:
  *   notify PATH TEXT    the new state of PATH, sent to its observers
+ *   shared JSON         shared attributes set (merged), and the object
+ *                       sent to the observers of /api/v1/attributes, as
+ *                       ThingsBoard pushes an update
  *   fail N CODE         answer the next N POSTs with CODE (e.g. 5.03)
  *   quit
  * "ready PORT" on stdout once it listens; "ok" after each command.
@@ -53,6 +66,8 @@ static unsigned fail_code;
 static bool quit;
 static X509 *chain_cert;
 static bool verbose;
+static size_t max_body;
+static json_t *shared_attrs, *client_attrs;
 
 static double now(void)
 {
@@ -111,6 +126,72 @@ static struct res *res_of(coap_resource_t *r)
 	return NULL;
 }
 
+/* ---- ThingsBoard's validation (as tests/cloud/tb_plugin.c) ---------- */
+
+static bool flat_object(const json_t *o)
+{
+	return json_is_object(o) && json_object_size(o) > 0;
+}
+
+static bool ts_object(const json_t *o)
+{
+	json_t *ts = json_object_get(o, "ts"),
+	       *v = json_object_get(o, "values");
+
+	return json_is_object(o) && json_object_size(o) == 2 &&
+	       json_is_integer(ts) && json_integer_value(ts) > 0 &&
+	       flat_object(v);
+}
+
+static bool valid_telemetry(const json_t *o)
+{
+	size_t i;
+	json_t *e;
+
+	if (json_is_array(o)) {
+		if (!json_array_size(o))
+			return false;
+		json_array_foreach(o, i, e)
+		{
+			if (!ts_object(e) &&
+			    !(flat_object(e) && !json_object_get(e, "ts")))
+				return false;
+		}
+		return true;
+	}
+	if (json_object_get(o, "ts") || json_object_get(o, "values"))
+		return ts_object(o);
+	return flat_object(o);
+}
+
+/* 0 when path takes this body, else the code it is refused with. */
+static unsigned check_body(const char *path, const uint8_t *data, size_t len)
+{
+	json_t *j;
+	unsigned code = 0;
+
+	if (max_body && len > max_body)
+		return COAP_RESPONSE_CODE_REQUEST_TOO_LARGE;
+	if (strcmp(path, "api/v1/telemetry") &&
+	    strcmp(path, "api/v1/attributes") &&
+	    strncmp(path, "api/v1/rpc/", 11))
+		return 0;
+	j = json_loadb((const char *)data, len, 0, NULL);
+	if (!strcmp(path, "api/v1/telemetry")) {
+		if (!valid_telemetry(j))
+			code = COAP_RESPONSE_CODE_BAD_REQUEST;
+	} else if (!strcmp(path, "api/v1/attributes")) {
+		if (!flat_object(j))
+			code = COAP_RESPONSE_CODE_BAD_REQUEST;
+		else
+			json_object_update(client_attrs, j);
+	} else if (!j) {
+		code = COAP_RESPONSE_CODE_BAD_REQUEST;
+	}
+	json_decref(j);
+	return code;
+}
+
 static void on_post(coap_resource_t *r, coap_session_t *s,
 		    const coap_pdu_t *req, const coap_string_t *q,
 		    coap_pdu_t *resp)
@@ -125,6 +206,8 @@ static void on_post(coap_resource_t *r, coap_session_t *s,
 	if (fail_n > 0) {
 		fail_n--;
 		code = fail_code;
+	} else if (check_body(x->path, data, len)) {
+		code = check_body(x->path, data, len);
 	} else if (!strcmp(x->path, "api/v1/rpc")) {
 		static const char ok[] = "{\"result\":\"ok\"}";
 		uint8_t buf[4];
@@ -152,6 +235,7 @@ static void on_post_unknown(coap_resource_t *r, coap_session_t *s,
 	coap_string_t *path = coap_get_uri_path(req);
 	const uint8_t *data = NULL;
 	size_t len = 0, off, total;
+	unsigned code;
 	char p[256];
 
 	(void)r, (void)q;
@@ -163,8 +247,61 @@ static void on_post_unknown(coap_resource_t *r, coap_session_t *s,
 		return;
 	}
 	coap_get_data_large(req, &len, &data, &off, &total);
-	record("post", p, s, data, len, COAP_RESPONSE_CODE_CREATED);
-	coap_pdu_set_code(resp, COAP_RESPONSE_CODE_CREATED);
+	code = check_body(p, data, len);
+	if (!code)
+		code = COAP_RESPONSE_CODE_CREATED;
+	record("post", p, s, data, len, code);
+	coap_pdu_set_code(resp, (coap_pdu_code_t)code);
+}
+
+/* The attributes of list ("a,b", NULL: all) that are set in from. */
+static json_t *pick(json_t *from, const char *list)
+{
+	json_t *o = json_object();
+	char *copy, *save = NULL;
+
+	if (!list)
+		return json_object_update(o, from), o;
+	copy = strdup(list);
+	for (char *k = strtok_r(copy, ",", &save); k;
+	     k = strtok_r(NULL, ",", &save))
+		if (json_object_get(from, k))
+			json_object_set(o, k, json_object_get(from, k));
+	free(copy);
+	return o;
+}
+
+/* GET /api/v1/attributes?clientKeys=..&sharedKeys=.. */
+static void attr_request(coap_session_t *s, const coap_string_t *q,
+			 coap_pdu_t *resp)
+{
+	char query[1024], *save = NULL, *client = NULL, *shared = NULL;
+	json_t *o;
+	char *text;
+	uint8_t buf[4];
+
+	snprintf(query, sizeof(query), "%.*s", q ? (int)q->length : 0,
+		 q ? (const char *)q->s : "");
+	record("attr_request", "api/v1/attributes", s, (const uint8_t *)query,
+	       strlen(query), COAP_RESPONSE_CODE_CONTENT);
+	for (char *kv = strtok_r(query, "&", &save); kv;
+	     kv = strtok_r(NULL, "&", &save)) {
+		if (!strncmp(kv, "clientKeys=", 11))
+			client = kv + 11;
+		else if (!strncmp(kv, "sharedKeys=", 11))
+			shared = kv + 11;
+	}
+	o = json_pack("{s:o, s:o}", "client", pick(client_attrs, client),
+		      "shared", pick(shared_attrs, shared));
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	coap_pdu_set_code(resp, COAP_RESPONSE_CODE_CONTENT);
+	coap_add_option(resp, COAP_OPTION_CONTENT_FORMAT,
+			coap_encode_var_safe(buf, sizeof(buf),
+					     COAP_MEDIATYPE_APPLICATION_JSON),
+			buf);
+	coap_add_data(resp, strlen(text), (const uint8_t *)text);
+	free(text);
 }
 
 static void on_get(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *req,
@@ -173,10 +310,13 @@ static void on_get(coap_resource_t *r, coap_session_t *s, const coap_pdu_t *req,
 	struct res *x = res_of(r);
 	uint8_t buf[4];
 
-	(void)q;
 	if (coap_check_option(req, COAP_OPTION_OBSERVE,
-			      &(coap_opt_iterator_t){ 0 }))
+			      &(coap_opt_iterator_t){ 0 })) {
 		record("observe", x->path, s, NULL, 0, 0);
+	} else if (!strcmp(x->path, "api/v1/attributes")) {
+		attr_request(s, q, resp);
+		return;
+	}
 	coap_pdu_set_code(resp, COAP_RESPONSE_CODE_CONTENT);
 	coap_add_option(resp, COAP_OPTION_CONTENT_FORMAT,
 			coap_encode_var_safe(buf, sizeof(buf),
@@ -251,6 +391,22 @@ static unsigned parse_code(const char *s)
 	return c << 5 | d;
 }
 
+static void notify(const char *path, const char *text)
+{
+	for (int i = 0; i < n_res; i++) {
+		struct res *x = &res[i];
+
+		if (strcmp(x->path, path[0] == '/' ? path + 1 : path))
+			continue;
+		free(x->state);
+		x->state = strdup(text);
+		x->state_len = strlen(x->state);
+		record("notify", x->path, NULL, (const uint8_t *)x->state,
+		       x->state_len, 0);
+		coap_resource_notify_observers(x->r, NULL);
+	}
+}
+
 static void command(char *line)
 {
 	char *arg = strchr(line, ' ');
@@ -265,23 +421,19 @@ static void command(char *line)
 
 		if (sscanf(arg, "%d %15s", &fail_n, code) == 2)
 			fail_code = parse_code(code);
+	} else if (!strcmp(line, "shared") && arg) {
+		json_t *j = json_loads(arg, 0, NULL);
+
+		if (json_is_object(j))
+			json_object_update(shared_attrs, j);
+		json_decref(j);
+		notify("api/v1/attributes", arg);
 	} else if (!strcmp(line, "notify") && arg) {
 		char *text = strchr(arg, ' ');
 
 		if (text)
 			*text++ = '\0';
-		for (int i = 0; i < n_res; i++) {
-			struct res *x = &res[i];
-
-			if (strcmp(x->path, arg[0] == '/' ? arg + 1 : arg))
-				continue;
-			free(x->state);
-			x->state = strdup(text ? text : "");
-			x->state_len = strlen(x->state);
-			record("notify", x->path, NULL,
-			       (const uint8_t *)x->state, x->state_len, 0);
-			coap_resource_notify_observers(x->r, NULL);
-		}
+		notify(arg, text ? text : "");
 	}
 	printf("ok\n");
 	fflush(stdout);
@@ -299,6 +451,7 @@ int main(int argc, char **argv)
 		{ "post", required_argument, NULL, 'P' },
 		{ "observe", required_argument, NULL, 'O' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "max-body", required_argument, NULL, 'm' },
 		{ 0 },
 	};
 	const char *cert = NULL, *key = NULL, *ca = NULL, *recf = NULL;
@@ -346,6 +499,9 @@ int main(int argc, char **argv)
 			if (n_obs < 8)
 				extra_obs[n_obs++] = optarg;
 			break;
+		case 'm':
+			max_body = (size_t)atol(optarg);
+			break;
 		case 'v':
 			verbose = true;
 			coap_set_log_level(LOG_DEBUG);
@@ -362,6 +518,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	shared_attrs = json_object();
+	client_attrs = json_object();
 	rec = fopen(recf, "a");
 	if (!rec)
 		return 1;
@@ -407,9 +565,11 @@ int main(int argc, char **argv)
 	for (int i = 0; i < n_obs; i++)
 		add_res(ctx, extra_obs[i], true);
 	{
+		/* (its argument is the PUT handler) */
 		coap_resource_t *u =
 			coap_resource_unknown_init(on_post_unknown);
 
+		coap_register_handler(u, COAP_REQUEST_POST, on_post_unknown);
 		coap_add_resource(ctx, u);
 	}
 	coap_register_event_handler(ctx, on_event);

@@ -7,7 +7,13 @@ answered 2.01 and recorded, observe on /api/v1/attributes and /api/v1/rpc.
     cloud.port, cloud.server_ca_file          # what the daemon trusts
     cloud.wait_posts("api/v1/telemetry", n=3)
     cloud.notify("api/v1/attributes", '{"fw":"2"}')
+    cloud.shared({"sensor.a.interval": "2s"})  # kept, and pushed
+    cloud.rpc(5, {"method": "getGpio", "params": {}})
+    cloud.wait_rpc_response(5)
     cloud.restart(down_for=2)                  # same port
+
+POSTs to /api/v1/telemetry and /api/v1/attributes are validated as
+ThingsBoard does (4.00 for anything else); max_body= answers 4.13 above it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from .pki import Issued, Pki
 from .util import LOOPBACK, REPO_ROOT, HarnessError, wait_until
@@ -40,7 +46,8 @@ class TbCoap:
     def __init__(self, dir: Path | str, pki: Pki, *, server: Optional[Issued] = None,
                  client_ca_file: Optional[Path | str] = None,
                  port: Optional[int] = None, post: Sequence[str] = (),
-                 observe: Sequence[str] = (), verbose: bool = False):
+                 observe: Sequence[str] = (), verbose: bool = False,
+                 max_body: int = 0):
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = LOOPBACK
@@ -58,6 +65,7 @@ class TbCoap:
         self.post = list(post)
         self.observe = list(observe)
         self.verbose = verbose
+        self.max_body = max_body
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -79,6 +87,8 @@ class TbCoap:
             cmd += ["--observe", p]
         if self.verbose:
             cmd.append("--verbose")
+        if self.max_body:
+            cmd += ["--max-body", str(self.max_body)]
         self._out = open(self.out_file, "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._out)
@@ -108,6 +118,38 @@ class TbCoap:
     def notify(self, path: str, text: str) -> None:
         """New state of an observable resource, sent to its observers."""
         self.command(f"notify {path} {text}")
+
+    def shared(self, attrs: Any) -> None:
+        """Shared attributes set (a dict, merged) and pushed to the observers
+        of /api/v1/attributes; a str is pushed as it is (malformed pushes)."""
+        self.command("shared " + (attrs if isinstance(attrs, str)
+                                  else json.dumps(attrs, separators=(",", ":"))))
+
+    def rpc(self, id: int, request: Any) -> None:
+        """A server-side RPC: {"id": id, **request} to the observers of
+        /api/v1/rpc; a str is sent as it is (no id added)."""
+        text = request if isinstance(request, str) else json.dumps(
+            {"id": id, **request}, separators=(",", ":"))
+        self.notify("api/v1/rpc", text)
+
+    def rpc_responses(self, id: int) -> List[dict]:
+        return self.posts(f"api/v1/rpc/{id}")
+
+    def wait_rpc_response(self, id: int, timeout: float = 30) -> Any:
+        """The JSON the device POSTed to /api/v1/rpc/{id}."""
+        r = wait_until(lambda: self.rpc_responses(id), timeout, interval=0.1,
+                       what=f"the response to RPC {id}")
+        return json.loads(r[0]["payload"])
+
+    def telemetry(self) -> List[dict]:
+        """The telemetry objects accepted (2.01), arrays flattened."""
+        out = []
+        for r in self.posts("api/v1/telemetry"):
+            if r["code"] != "2.01":
+                continue
+            data = json.loads(r["payload"])
+            out.extend(data if isinstance(data, list) else [data])
+        return out
 
     def fail_next(self, n: int, code: str = "5.03") -> None:
         self.command(f"fail {n} {code}")
