@@ -86,7 +86,7 @@ static void on_connected(void *ud)
 	c->win_n = 0;
 	c->row_cap = 0;
 	/* a limit the platform told the last session may not hold now */
-	c->max_payload = c->profile->max_payload;
+	cloud_set_max_payload(c, c->profile->max_payload);
 	store_connected(c->st);
 	if (c->bootstrap_len) {
 		r = c->tp->publish(c->t,
@@ -551,6 +551,8 @@ size_t cloud_set_max_payload(struct cloud *c, size_t bytes)
 		bytes = CLOUD_MIN_PAYLOAD;
 	if (bytes > c->buf_cap)
 		bytes = c->buf_cap;
+	if (c->tp->max_payload && bytes > c->tp->max_payload)
+		bytes = c->tp->max_payload;
 	c->max_payload = bytes;
 	return bytes;
 }

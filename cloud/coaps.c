@@ -1015,6 +1015,9 @@ static bool t_idle(const struct transport *t)
 
 const struct transport_ops transport_coap = {
 	.name = "coap",
+	/* one block: the payload plus a request's header and options stays
+	 * within libcoap's default PDU size (1152) */
+	.max_payload = 1024,
 	.create = t_create,
 	.destroy = t_destroy,
 	.start = t_start,

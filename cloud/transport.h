@@ -72,6 +72,11 @@ typedef void (*transport_trial_fn)(void *ud, bool ok, const char *reason);
 
 struct transport_ops {
 	const char *name;
+	/* The largest payload one request carries whole (0: the protocol
+	 * sets none of its own).  The uplink packs within it: CoAP's
+	 * block-wise transfer of a bigger one can stall inside libcoap
+	 * 4.3.1 without an error, holding its rows. */
+	size_t max_payload;
 	struct transport *(*create)(struct loop *loop,
 				    const struct transport_opts *opts,
 				    const struct transport_handler *h, void *ud,
