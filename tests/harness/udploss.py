@@ -78,7 +78,13 @@ class UdpLossProxy:
                             pass  # server down: like a lost datagram
                 else:
                     if not self._drop("down"):
-                        self._sock.sendto(data, self._client_of[s])
+                        try:
+                            self._sock.sendto(data, self._client_of[s])
+                        except OSError:
+                            # a client port that went away answers with
+                            # ICMP, reported on a later send: a lost
+                            # datagram, never the end of the proxy
+                            pass
 
     def close(self) -> None:
         self._stop = True
