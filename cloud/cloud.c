@@ -569,6 +569,11 @@ size_t cloud_max_payload(const struct cloud *c)
 	return c->max_payload;
 }
 
+const char *cloud_transport_name(const struct cloud *c)
+{
+	return c->tp->name;
+}
+
 const char *cloud_uplink_topic(const struct cloud *c)
 {
 	return c->profile->uplink_topic;

@@ -105,5 +105,7 @@ size_t cloud_max_payload(const struct cloud *c);
 void cloud_hold(struct cloud *c, bool hold);
 /* The profile's uplink topic (where s/us lines go). */
 const char *cloud_uplink_topic(const struct cloud *c);
+/* The transport's name ("mqtt", "coap"), for messages. */
+const char *cloud_transport_name(const struct cloud *c);
 
 #endif

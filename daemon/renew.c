@@ -119,6 +119,7 @@ static void on_trial(void *ud, bool ok, const char *reason)
 static void attempt(struct renew *r)
 {
 	struct eb_err err = { "" };
+	int e;
 	struct cc_params cp;
 	struct cc_report rep;
 
@@ -151,7 +152,13 @@ static void attempt(struct renew *r)
 		 "connection",
 		 r->rn.chain_file, r->rn.key_uri);
 	r->trying = true;
-	if (cloud_try_tls(r->cloud, r->tls, on_trial, r) < 0)
+	e = cloud_try_tls(r->cloud, r->tls, on_trial, r);
+	if (e == -EOPNOTSUPP)
+		failed(r,
+		       "the %s transport cannot test a new certificate on a "
+		       "live connection yet; use MQTT for the renewal",
+		       cloud_transport_name(r->cloud));
+	else if (e < 0)
 		drop_attempt(r); /* busy: next check */
 }
 
