@@ -111,7 +111,10 @@ def test_backlog_goes_as_arrays_every_row_once(env, tb):
     # no loss here, no session renewed: every row exactly once
     assert set(got.values()) == {1}, "a row twice"
     assert [p for p in posts if p["payload"].startswith("[")], "no arrays"
-    assert len(posts) < n / 20
+    # packed, but each within one CoAP block (1024 bytes: libcoap 4.3.1
+    # can stall a block-wise POST), so about 20 rows a request here
+    assert max(len(p["payload"]) for p in posts) <= 1024
+    assert len(posts) < n / 10
     d.stop()
     d.wait_for_log(r"%d acknowledged" % n)
 
