@@ -7,6 +7,7 @@
 #ifndef EB_UTIL_H
 #define EB_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,12 @@ static inline size_t eb_strlcpy(char *dst, const char *src, size_t size)
 static inline int streq(const char *a, const char *b)
 {
 	return strcmp(a, b) == 0;
+}
+
+/* The same, where either may be NULL (two NULLs are equal). */
+static inline bool streq_null(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && streq(a, b));
 }
 
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC) for a CLOCK_REALTIME millisecond time;

@@ -335,11 +335,6 @@ static void begin_shutdown(struct daemon *d)
 	loop_timer_arm_in(d->shutdown, 0);
 }
 
-static bool same_str(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && streq(a, b));
-}
-
 /* SIGHUP: a new sensor list applies at once; identity and cloud settings
  * need a restart (the token session and TLS context are built once). */
 static void reload(struct daemon *d)
@@ -353,14 +348,14 @@ static void reload(struct daemon *d)
 				  "configuration");
 		return;
 	}
-	if (!same_str(n->gateway.id, d->cfg->gateway.id) ||
-	    !same_str(n->hsm.key, d->key_uri) ||
-	    !same_str(n->hsm.module, d->cfg->hsm.module) ||
-	    !same_str(n->cloud.host, d->cfg->cloud.host) ||
-	    !same_str(n->cloud.transport, d->cfg->cloud.transport) ||
+	if (!streq_null(n->gateway.id, d->cfg->gateway.id) ||
+	    !streq_null(n->hsm.key, d->key_uri) ||
+	    !streq_null(n->hsm.module, d->cfg->hsm.module) ||
+	    !streq_null(n->cloud.host, d->cfg->cloud.host) ||
+	    !streq_null(n->cloud.transport, d->cfg->cloud.transport) ||
 	    n->cloud.port != d->cfg->cloud.port ||
-	    !same_str(n->cloud.cert_file, d->cert_file) ||
-	    !same_str(n->cloud.ca_file, d->cfg->cloud.ca_file))
+	    !streq_null(n->cloud.cert_file, d->cert_file) ||
+	    !streq_null(n->cloud.ca_file, d->cfg->cloud.ca_file))
 		log_warning("main",
 			    "[gateway]/[hsm]/[cloud] changes take effect "
 			    "after a restart");

@@ -100,11 +100,6 @@ static void emit(struct sample_sink *sink, double value, int64_t time_ms)
 	push(s, s->meta, value, time_ms);
 }
 
-static bool same(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && streq(a, b));
-}
-
 /* The meta of "<series>_<suffix>": made on first use, kept while the
  * sensor lives (queued samples hold their own reference). */
 static struct sensor_meta *series_meta(struct sensor *s, const char *suffix,
@@ -115,7 +110,7 @@ static struct sensor_meta *series_meta(struct sensor *s, const char *suffix,
 
 	for (size_t i = 0; i < s->n_series; i++)
 		if (streq(s->series[i].suffix, suffix) &&
-		    same(s->series[i].unit, unit))
+		    streq_null(s->series[i].unit, unit))
 			return s->series[i].meta;
 	if (s->n_series == SINK_MAX_SERIES) {
 		if (!s->series_full_logged)
@@ -447,24 +442,21 @@ struct sensors *sensors_new(struct loop *loop, struct eb_config *cfg,
 	return set;
 }
 
-static bool same_str(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && !strcmp(a, b));
-}
-
 /* Would this section open the same sensor as that one? */
 static bool same_section(const struct eb_sensor_conf *a,
 			 const struct eb_sensor_conf *b)
 {
-	if (!same_str(a->name, b->name) || !same_str(a->driver, b->driver) ||
+	if (!streq_null(a->name, b->name) ||
+	    !streq_null(a->driver, b->driver) ||
 	    a->interval_ms != b->interval_ms ||
-	    !same_str(a->fragment, b->fragment) ||
-	    !same_str(a->series, b->series) || !same_str(a->unit, b->unit) ||
-	    !same_str(a->state_dir, b->state_dir) || a->n_opt != b->n_opt)
+	    !streq_null(a->fragment, b->fragment) ||
+	    !streq_null(a->series, b->series) ||
+	    !streq_null(a->unit, b->unit) ||
+	    !streq_null(a->state_dir, b->state_dir) || a->n_opt != b->n_opt)
 		return false;
 	for (size_t i = 0; i < a->n_opt; i++)
-		if (!same_str(a->opt[i].key, b->opt[i].key) ||
-		    !same_str(a->opt[i].value, b->opt[i].value))
+		if (!streq_null(a->opt[i].key, b->opt[i].key) ||
+		    !streq_null(a->opt[i].value, b->opt[i].value))
 			return false;
 	return true;
 }
