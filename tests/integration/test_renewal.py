@@ -19,16 +19,13 @@ import pytest
 from cryptography import x509
 
 from harness import Pki, wait_until
+from harness.tool import run_edgebridge
 
 GW = "gw-0001"
 
 
 def tool(env, *args, ok=True):
-    e = {**os.environ, **env.token.env}
-    r = subprocess.run([os.environ.get("EDGEBRIDGE", "build/edgebridge"), "-c",
-                        str(env.config_file), *map(str, args)], env=e,
-                       capture_output=True, text=True, timeout=120,
-                       stdin=subprocess.DEVNULL)
+    r = run_edgebridge(["-c", env.config_file, *args], env=env.token.env)
     if ok:
         assert r.returncode == 0, f"{args}: {r.returncode}\n{r.stdout}{r.stderr}"
     return r
@@ -165,23 +162,24 @@ def test_refused_renewal_keeps_the_old_certificate_then_a_good_one_switches(c8y_
     assert d.stop() == 0
 
 
+def p11_objects(env, kind):
+    """pkcs11-tool's listing of the token's objects of one kind."""
+    r = subprocess.run(["pkcs11-tool", "--module", env.token.module, "--list-objects",
+                        "--type", kind], env={**os.environ, **env.token.env},
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def test_install_on_token_stores_the_leaf_beside_its_key(env):
     env.write_config()
     tool(env, "cert", "install", "--on-token", env.cert_file)
-    out = subprocess.run(["pkcs11-tool", "--module", env.token.module, "--list-objects",
-                          "--type", "cert"], env={**os.environ, **env.token.env},
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr
-    assert "Certificate Object" in out.stdout and "label:      device" in out.stdout, out.stdout
-    keys = subprocess.run(["pkcs11-tool", "--module", env.token.module, "--list-objects",
-                           "--type", "pubkey"], env={**os.environ, **env.token.env},
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    ids = [l.split()[-1] for l in (out.stdout + keys.stdout).splitlines()
+    certs = p11_objects(env, "cert")
+    assert "Certificate Object" in certs and "label:      device" in certs, certs
+    keys = p11_objects(env, "pubkey")
+    ids = [l.split()[-1] for l in (certs + keys).splitlines()
            if l.strip().startswith("ID:")]
-    assert len(ids) == 2 and ids[0] == ids[1], out.stdout + keys.stdout
+    assert len(ids) == 2 and ids[0] == ids[1], certs + keys
     # installing again replaces it, never piles up copies
     tool(env, "cert", "install", "--on-token", env.cert_file)
-    again = subprocess.run(["pkcs11-tool", "--module", env.token.module, "--list-objects",
-                            "--type", "cert"], env={**os.environ, **env.token.env},
-                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert again.stdout.count("Certificate Object") == 1
+    assert p11_objects(env, "cert").count("Certificate Object") == 1
