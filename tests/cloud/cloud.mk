@@ -14,7 +14,7 @@ TEST_CLOUD += $(B)/tests/c8y_plugin.so
 
 # ThingsBoard MQTT device API emulator: loaded by tests/harness/tb.py
 # (TbCloud).  Same build as the Cumulocity one.
-$(B)/tests/tb_plugin.so: tests/cloud/tb_plugin.c tests/cloud/cloud.mk
+$(B)/tests/tb_plugin.so: tests/cloud/tb_plugin.c tests/cloud/tb_json.h tests/cloud/cloud.mk
 	@mkdir -p $(dir $@)
 	$(echo_cmd) CC-SO $@
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -shared -fPIC -o $@ $< \
@@ -24,7 +24,7 @@ TEST_CLOUD += $(B)/tests/tb_plugin.so
 
 # ThingsBoard CoAP device endpoint (DTLS, client certificates): a small
 # server on libcoap 4.3 (libcoap3-dev), run by tests/harness/tbcoap.py.
-$(B)/tests/tb_coap_server: tests/cloud/tb_coap_server.c tests/cloud/cloud.mk
+$(B)/tests/tb_coap_server: tests/cloud/tb_coap_server.c tests/cloud/tb_json.h tests/cloud/cloud.mk
 	@mkdir -p $(dir $@)
 	$(echo_cmd) CC $@
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< \

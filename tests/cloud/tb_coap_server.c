@@ -48,6 +48,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tb_json.h"
+
 #define MAX_RES 16
 
 struct res {
@@ -126,44 +128,6 @@ static struct res *res_of(coap_resource_t *r)
 	return NULL;
 }
 
-/* ---- ThingsBoard's validation (as tests/cloud/tb_plugin.c) ---------- */
-
-static bool flat_object(const json_t *o)
-{
-	return json_is_object(o) && json_object_size(o) > 0;
-}
-
-static bool ts_object(const json_t *o)
-{
-	json_t *ts = json_object_get(o, "ts"),
-	       *v = json_object_get(o, "values");
-
-	return json_is_object(o) && json_object_size(o) == 2 &&
-	       json_is_integer(ts) && json_integer_value(ts) > 0 &&
-	       flat_object(v);
-}
-
-static bool valid_telemetry(const json_t *o)
-{
-	size_t i;
-	json_t *e;
-
-	if (json_is_array(o)) {
-		if (!json_array_size(o))
-			return false;
-		json_array_foreach(o, i, e)
-		{
-			if (!ts_object(e) &&
-			    !(flat_object(e) && !json_object_get(e, "ts")))
-				return false;
-		}
-		return true;
-	}
-	if (json_object_get(o, "ts") || json_object_get(o, "values"))
-		return ts_object(o);
-	return flat_object(o);
-}
-
 /* 0 when path takes this body, else the code it is refused with. */
 static unsigned check_body(const char *path, const uint8_t *data, size_t len)
 {
@@ -178,10 +142,10 @@ static unsigned check_body(const char *path, const uint8_t *data, size_t len)
 		return 0;
 	j = json_loadb((const char *)data, len, 0, NULL);
 	if (!strcmp(path, "api/v1/telemetry")) {
-		if (!valid_telemetry(j))
+		if (!tb_valid_telemetry(j))
 			code = COAP_RESPONSE_CODE_BAD_REQUEST;
 	} else if (!strcmp(path, "api/v1/attributes")) {
-		if (!flat_object(j))
+		if (!tb_flat_object(j))
 			code = COAP_RESPONSE_CODE_BAD_REQUEST;
 		else
 			json_object_update(client_attrs, j);

@@ -61,6 +61,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "tb_json.h"
+
 #define DEFAULT_MAX_PAYLOAD 65536
 #define ME "v1/devices/me/"
 #define MAX_SUBS 16
@@ -260,41 +262,6 @@ static bool numbered(const char *t, const char *prefix)
 	       strspn(t + n, "0123456789") == strlen(t + n);
 }
 
-/* ---- validation --------------------------------------------------------- */
-
-static bool flat_object(const json_t *o)
-{
-	return json_is_object(o) && json_object_size(o) > 0;
-}
-
-static bool ts_object(const json_t *o)
-{
-	json_t *ts = json_object_get(o, "ts"),
-	       *v = json_object_get(o, "values");
-	return json_is_object(o) && json_object_size(o) == 2 &&
-	       json_is_integer(ts) && json_integer_value(ts) > 0 &&
-	       flat_object(v);
-}
-
-static bool valid_telemetry(const json_t *o)
-{
-	size_t i;
-	json_t *e;
-
-	if (json_is_array(o)) {
-		if (!json_array_size(o))
-			return false;
-		json_array_foreach(
-			o, i, e) if (!ts_object(e) &&
-				     !(flat_object(e) &&
-				       !json_object_get(e, "ts"))) return false;
-		return true;
-	}
-	if (json_object_get(o, "ts") || json_object_get(o, "values"))
-		return ts_object(o);
-	return flat_object(o);
-}
-
 /* ---- device messages --------------------------------------------------- */
 
 static void attr_request(struct session *s, const char *id, const json_t *req)
@@ -359,7 +326,7 @@ static int device_message(struct session *s, const char *t, const void *p,
 	if (!strcmp(t, ME "telemetry") || !strcmp(t, ME "attributes")) {
 		bool tele = !strcmp(t, ME "telemetry");
 		if (!ok ||
-		    !(tele ? valid_telemetry(data) : flat_object(data))) {
+		    !(tele ? tb_valid_telemetry(data) : tb_flat_object(data))) {
 			record("invalid", o);
 			json_decref(data);
 			return MOSQ_ERR_MALFORMED_PACKET;
