@@ -657,6 +657,20 @@ int cmd_key_create(struct tool *t, int argc, char **argv)
 	return 0;
 }
 
+/* Logs in (as login_token()) and lists the token's private keys. */
+static int login_list_keys(struct tool *t, struct p11 **p, const char *token,
+			   const char *pin_file, struct p11_token_info *tk,
+			   struct p11_key_info **keys, size_t *n)
+{
+	struct eb_err err = { "" };
+	int r = login_token(t, p, token, pin_file, tk);
+
+	if (r)
+		return r;
+	r = p11_list_keys(*p, keys, n, &err);
+	return r < 0 ? fail(r, &err) : 0;
+}
+
 int cmd_key_list(struct tool *t, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -669,7 +683,6 @@ int cmd_key_list(struct tool *t, int argc, char **argv)
 	_cleanup_free_ struct p11_key_info *keys = NULL;
 	_cleanup_p11_ struct p11 *p = NULL;
 	struct p11_token_info tk;
-	struct eb_err err = { "" };
 	size_t n;
 	int c, r;
 
@@ -693,12 +706,9 @@ int cmd_key_list(struct tool *t, int argc, char **argv)
 	if (optind < argc)
 		return bad_usage("key list",
 				 "[--pin-file F] [--token LABEL] [--json]");
-	r = login_token(t, &p, token, pin_file, &tk);
+	r = login_list_keys(t, &p, token, pin_file, &tk, &keys, &n);
 	if (r)
 		return r;
-	r = p11_list_keys(p, &keys, &n, &err);
-	if (r < 0)
-		return fail(r, &err);
 	if (t->json)
 		puts("[");
 	else if (!n)
@@ -771,20 +781,6 @@ static const struct p11_key_info *key_of_uri(const struct p11_key_info *keys,
 	return NULL;
 }
 
-/* Logs in to the configured token and lists its private keys. */
-static int login_list_keys(struct tool *t, struct p11 **p,
-			   struct p11_token_info *tk,
-			   struct p11_key_info **keys, size_t *n)
-{
-	struct eb_err err = { "" };
-	int r = login_token(t, p, NULL, NULL, tk);
-
-	if (r)
-		return r;
-	r = p11_list_keys(*p, keys, n, &err);
-	return r < 0 ? fail(r, &err) : 0;
-}
-
 int tool_renew_key(struct tool *t, const char *type, const char *label,
 		   char *uri, size_t uri_len)
 {
@@ -801,7 +797,7 @@ int tool_renew_key(struct tool *t, const char *type, const char *label,
 
 	if (type && parse_type(type, &spec) < 0)
 		return EB_EXIT_USAGE;
-	r = login_list_keys(t, &p, &tk, &keys, &n);
+	r = login_list_keys(t, &p, NULL, NULL, &tk, &keys, &n);
 	if (r)
 		return r;
 	cur = key_of_uri(keys, n, t->cfg->hsm.key, cur_label,
@@ -881,7 +877,7 @@ int tool_store_leaf(struct tool *t, const char *key_uri, X509 *leaf)
 	size_t n;
 	int r;
 
-	r = login_list_keys(t, &p, &tk, &keys, &n);
+	r = login_list_keys(t, &p, NULL, NULL, &tk, &keys, &n);
 	if (r)
 		return r;
 	k = key_of_uri(keys, n, key_uri, label, sizeof(label));
